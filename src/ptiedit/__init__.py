@@ -1,0 +1,10 @@
+"""ptiedit: text-driven editing of real images with Prompt Tuning Inversion (Dong et al., ICCV 2023)."""
+__version__ = "0.1.0"
+
+from .editing.edit import edit, reconstruct  # noqa: E402
+from .images import load_image  # noqa: E402
+from .inversion.invert import METHODS, invert  # noqa: E402
+from .inversion.result import Inversion  # noqa: E402
+from .models.loading import load_pipeline  # noqa: E402
+
+__all__ = ["Inversion", "METHODS", "edit", "invert", "load_image", "load_pipeline", "reconstruct", "__version__"]

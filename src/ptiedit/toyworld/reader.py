@@ -1,0 +1,233 @@
+"""Attribute reader: recover a shapes-world scene from an image (this world's stand-in for CLIP).
+
+Made to survive the blur and colour shifts of a VAE round trip or a diffusion sample:
+background = nearest palette colour to the border's median; objects = the largest blobs of pixels far from the
+background; colour = nearest palette colour to a blob's core; a soft coverage mask measured against the blob's own
+colour gives the position (nearest grid centre to its centroid) and, by best IoU against rendered templates of
+every shape at both sizes, the shape and size.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .render import object_center, object_mask
+from .scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
+
+SIZE = 64
+MIN_BLOB_AREA = 20  # pixels; the smallest object (small star) covers about 60
+ATTRIBUTES = ("background", "count", "shape", "color", "size", "position")
+_PALETTE_NAMES = list(COLORS)
+_PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], np.float32)
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+BINARY = bool(int(__import__("os").environ.get("BIN","0")))
+TEMPLATE_BLURS = tuple(float(x) for x in __import__("os").environ.get("TB","0").split(","))
+
+
+@dataclass(frozen=True)
+class SceneReading:
+    """What the reader saw: background, objects in reading order, and each object's template IoU (0..1)."""
+    background: str
+    objects: tuple[Obj, ...]
+    shape_scores: tuple[float, ...] = ()
+
+    def to_scene(self) -> Scene:
+        """As a Scene; ValueError when the reading is not a valid scene (e.g. no object, or touching objects)."""
+        return Scene(self.background, self.objects)
+
+
+def to_rgb_array(image: Image.Image | np.ndarray, size: int = SIZE) -> np.ndarray:
+    """float32 (size, size, 3) array in 0..255. Arrays: integer dtypes in 0..255, float dtypes in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W, 3) image array, got shape {array.shape}")
+        if np.issubdtype(array.dtype, np.floating):
+            if array.min() < -0.01 or array.max() > 1.01:
+                raise ValueError("float image arrays must hold values in [0, 1]")
+            array = array * 255.0
+        image = Image.fromarray(np.clip(np.round(array[..., :3]), 0, 255).astype(np.uint8))
+    elif not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BOX if image.width > size else Image.BICUBIC)
+    return np.asarray(image, np.float32)
+
+
+def nearest_color(rgb: np.ndarray, exclude: tuple[str, ...] = ()) -> str:
+    """Name of the palette colour nearest to an RGB triple, skipping the names in `exclude`."""
+    distances = np.linalg.norm(_PALETTE - rgb, axis=1)
+    for name in exclude:
+        distances[_PALETTE_NAMES.index(name)] = np.inf
+    return _PALETTE_NAMES[int(np.argmin(distances))]
+
+
+def _grid_centers(size: int) -> np.ndarray:
+    return np.array([object_center(Obj("circle", "red", "big", p), size) for p in POSITIONS])
+
+
+def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.minimum(a, b).sum() / max(np.maximum(a, b).sum(), 1e-6))
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """(x, y) of a soft mask, in the continuous frame where pixel i spans [i, i + 1] (as object_center)."""
+    ys, xs = np.indices(mask.shape)
+    total = max(mask.sum(), 1e-6)
+    return np.array([((xs + 0.5) * mask).sum() / total, ((ys + 0.5) * mask).sum() / total])
+
+
+@lru_cache(maxsize=None)
+def _templates(size: int) -> tuple[tuple[str, str, np.ndarray, np.ndarray], ...]:
+    """(shape, size name, centred mask, its centroid) for every shape at both sizes, sharp and blurred
+    (blurred copies match blurry images, whose thin parts a sharp template would miss)."""
+    out = []
+    for shape, size_name in itertools.product(SHAPES, SIZES):
+        sharp = object_mask(Obj(shape, "red", size_name, "center"), size)
+        for sigma in TEMPLATE_BLURS:
+            mask = ndimage.gaussian_filter(sharp, sigma) if sigma else sharp
+            out.append((shape, size_name, mask, _centroid(mask)))
+    return tuple(out)
+
+
+def classify_shape(coverage: np.ndarray) -> tuple[str, str, float]:
+    """Best (shape, size, IoU) for a soft coverage mask, templates moved onto the mask's centroid."""
+    centroid = _centroid(coverage)
+    best = ("circle", "big", -1.0)
+    for shape, size_name, template, template_centroid in _templates(coverage.shape[0]):
+        dx, dy = centroid - template_centroid
+        moved = ndimage.shift(template, (dy, dx), order=1, mode="constant", cval=0.0)
+        score = _soft_iou(coverage, moved) if not BINARY else _soft_iou((coverage > 0.5).astype(np.float32), (moved > 0.5).astype(np.float32))
+        if score > best[2]:
+            best = (shape, size_name, score)
+    return best
+
+
+def _read_blob(pixels: np.ndarray, blob: np.ndarray, distance: np.ndarray, background_rgb: np.ndarray,
+               background: str) -> tuple[Obj, float, np.ndarray]:
+    """One object from its blob: colour from the blob's core, then coverage, position, shape and size."""
+    core = blob & (distance >= 0.75 * np.percentile(distance[blob], 90))  # skip blurred edge pixels
+    object_rgb = np.median(pixels[core], axis=0)
+    color = nearest_color(object_rgb, exclude=(background,))
+    # Coverage = how far each pixel sits from the background towards the object's own measured colour.
+    direction = object_rgb - background_rgb
+    alpha = ((pixels - background_rgb) @ direction) / max(float(direction @ direction), 1e-6)
+    near_blob = ndimage.binary_dilation(blob, _EIGHT_CONNECTED, iterations=2)
+    coverage = np.where(near_blob, np.clip(alpha, 0.0, 1.0), 0.0).astype(np.float32)
+    centroid = _centroid(coverage)
+    position = POSITIONS[int(np.argmin(np.linalg.norm(_grid_centers(pixels.shape[0]) - centroid, axis=1)))]
+    shape, size_name, score = classify_shape(coverage)
+    return Obj(shape, color, size_name, position), score, centroid
+
+
+def read_scene(image: Image.Image | np.ndarray, n_objects: int | None = None) -> SceneReading:
+    """Read background and objects; `n_objects` (1 or 2) keeps exactly that many largest blobs when found."""
+    if n_objects not in (None, 1, 2):
+        raise ValueError("n_objects must be 1, 2 or None")
+    pixels = to_rgb_array(image)
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3),
+                             pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    background_rgb = np.median(border, axis=0)
+    background = nearest_color(background_rgb)
+    # Foreground threshold: well under half the gap to the palette colour closest to this background.
+    others = np.delete(_PALETTE, _PALETTE_NAMES.index(background), axis=0)
+    threshold = 0.4 * float(np.linalg.norm(others - _PALETTE[_PALETTE_NAMES.index(background)], axis=1).min())
+    distance = np.linalg.norm(pixels - background_rgb, axis=2)
+    labels, count = ndimage.label(distance > threshold, structure=_EIGHT_CONNECTED)
+    areas = ndimage.sum_labels(np.ones_like(distance), labels, index=np.arange(1, count + 1))
+    order = [int(i) + 1 for i in np.argsort(-areas, kind="stable") if areas[i] >= MIN_BLOB_AREA]
+    found = [_read_blob(pixels, labels == label, distance, background_rgb, background)
+             for label in order[: n_objects or 2]]
+    found.sort(key=lambda f: (round(f[2][1] / pixels.shape[0] * 3 - 0.5), f[2][0]))  # rows, then columns
+    return SceneReading(background, tuple(f[0] for f in found), tuple(f[1] for f in found))
+
+
+def _cell_distance(a: str, b: str) -> int:
+    (ra, ca), (rb, cb) = divmod(POSITIONS.index(a), 3), divmod(POSITIONS.index(b), 3)
+    return abs(ra - rb) + abs(ca - cb)
+
+
+def _object_agreement(read: Obj, expected: Obj) -> dict[str, bool]:
+    return {a: getattr(read, a) == getattr(expected, a) for a in ("shape", "color", "size", "position")}
+
+
+def attribute_agreement(read: SceneReading | Scene, expected: Scene | SceneReading) -> dict[str, bool]:
+    """Per attribute (ATTRIBUTES), whether the reading agrees with the expected scene.
+
+    Objects are paired by position (then by agreement); an object attribute holds only when it holds for every
+    expected object, so a missing object makes all of them False. "count" compares the numbers of objects.
+    """
+    result = {"background": read.background == expected.background,
+              "count": len(read.objects) == len(expected.objects)}
+    pairings = list(itertools.permutations(range(len(read.objects)), len(expected.objects)))
+    if not pairings:
+        return result | {a: False for a in ATTRIBUTES[2:]}
+
+    def cost(pairing):
+        pairs = [(read.objects[i], e) for i, e in zip(pairing, expected.objects)]
+        agree = sum(sum(_object_agreement(r, e).values()) for r, e in pairs)
+        return sum(_cell_distance(r.position, e.position) for r, e in pairs), -agree
+
+    best = min(pairings, key=cost)
+    per_object = [_object_agreement(read.objects[i], e) for i, e in zip(best, expected.objects)]
+    return result | {a: all(p[a] for p in per_object) for a in ATTRIBUTES[2:]}
+
+
+@dataclass(frozen=True)
+class CaptionSpec:
+    """Attributes a caption states: background (None if unstated) and, per object, attribute -> value."""
+    background: str | None
+    objects: tuple[dict[str, str], ...]
+
+
+_POSITION_WORDS = {"top", "bottom", "left", "right", "center"}
+
+
+def parse_caption(text: str) -> CaptionSpec:
+    """Stated attributes of a caption in the phrasings of captions.caption; ValueError if no object is found."""
+    words = text.lower().replace(",", " ").split()
+    split = max((i for i, w in enumerate(words) if w in ("on", "with")), default=len(words))
+    background = next((w for w in words[split:] if w in COLORS), None)
+    objects, part = [], []
+    for word in words[:split] + ["and"]:
+        if word != "and":
+            part.append(word)
+            continue
+        stated = {}
+        for attribute, allowed in (("shape", SHAPES), ("color", COLORS), ("size", SIZES)):
+            hits = [w for w in part if w in allowed]
+            if len(hits) > 1:
+                raise ValueError(f"several {attribute} words in {' '.join(part)!r}")
+            if hits:
+                stated[attribute] = hits[0]
+        position = " ".join(w for w in part if w in _POSITION_WORDS)
+        if position:
+            if position not in POSITIONS:
+                raise ValueError(f"unknown position {position!r} in {text!r}")
+            stated["position"] = position
+        if "shape" not in stated:
+            raise ValueError(f"no shape named in {' '.join(part)!r} of caption {text!r}")
+        objects.append(stated)
+        part = []
+    if not 1 <= len(objects) <= 2:
+        raise ValueError(f"a caption names one or two objects, {text!r} names {len(objects)}")
+    return CaptionSpec(background, tuple(objects))
+
+
+def matches_caption(image: Image.Image | np.ndarray, caption_text: str) -> bool:
+    """Whether the image shows what the caption states (only the attributes it states are checked)."""
+    spec = parse_caption(caption_text)
+    reading = read_scene(image, n_objects=len(spec.objects))
+    if spec.background is not None and reading.background != spec.background:
+        return False
+    if len(reading.objects) != len(spec.objects):
+        return False
+    return any(all(getattr(reading.objects[i], a) == v for i, stated in zip(pairing, spec.objects)
+                   for a, v in stated.items())
+               for pairing in itertools.permutations(range(len(reading.objects))))

@@ -1,0 +1,232 @@
+"""Train the embedded shapes-world Stable Diffusion: VAE first, then UNet + text encoder with caption dropout.
+
+Resumable: every stage checkpoints to OUT/checkpoints and skips what is finished.
+Run: python -m ptiedit.toyworld.train --out DIR [--vae-steps N] [--unet-steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from tqdm.auto import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .captions import caption, vocabulary
+from .render import render
+from .scene import random_scene
+from .tokenizer import load_tokenizer, write_tokenizer
+
+RESOLUTION = 64
+TEXT_DIM = 128
+
+
+def build_vae() -> AutoencoderKL:
+    """64x64x3 <-> 16x16x4 (two downsamplings), no attention: shapes need no global context."""
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
+                         layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RESOLUTION,
+                         mid_block_add_attention=False)
+
+
+def build_unet() -> UNet2DConditionModel:
+    """Cross-attention only at 8x8 and 4x4: at 16x16 it costs 3x the time for little gain on this world."""
+    return UNet2DConditionModel(
+        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(32, 64, 128),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=2, cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=32)
+
+
+def build_text_encoder(tokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM,
+                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id)
+    return CLIPTextModel(config)
+
+
+def build_scheduler() -> DDIMScheduler:
+    """Stable Diffusion's schedule (scaled-linear betas 0.00085..0.012, 1000 steps)."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+
+
+def render_batch(rng: random.Random, n: int):
+    scenes = [random_scene(rng) for _ in range(n)]
+    pixels = np.stack([np.asarray(render(s, RESOLUTION)) for s in scenes])
+    return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return 0.05 * peak + 0.95 * peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+class Checkpoint:
+    """Atomic torch checkpoint of our own training state (never loaded from user input)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self):
+        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+
+    def save(self, state):
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+def log_row(path: Path, row: dict):
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool = False) -> AutoencoderKL:
+    """Reconstruction (L1 + MSE) with a tiny KL term, as SD's VAE minus the perceptual/adversarial losses."""
+    vae = build_vae()
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    ckpt, start = Checkpoint(out / "checkpoints" / "vae.pt"), 0
+    if (state := ckpt.load()) is not None:
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="vae", disable=quiet):
+        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 1e-3)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
+            log_row(out / "vae_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, out: Path, n: int, seed: int = 1):
+    """Latent means of n training-split scenes (the same scenes again from the seed), and SD's scaling factor."""
+    path = out / "checkpoints" / f"latents_{n}.pt"
+    if path.exists():
+        return torch.load(path)
+    rng, latents = random.Random(seed), []
+    for _ in range(0, n, 500):
+        _, x = render_batch(rng, 500)
+        latents.append(vae.encode(x).latent_dist.mean)
+    latents = torch.cat(latents)[:n]
+    data = {"latents": latents, "scaling_factor": float(1 / latents.std())}
+    torch.save(data, path)
+    return data
+
+
+def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, batch: int = 32, seed: int = 2,
+               quiet: bool = False, export=None, export_every: int = 2000):
+    """Noise-prediction loss on scaled latents; 10% empty captions teach the unconditional branch for CFG."""
+    unet, text_encoder, scheduler = build_unet(), build_text_encoder(tokenizer), build_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-4)
+    ema = [copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)]
+    ckpt, start = Checkpoint(out / "checkpoints" / "unet.pt"), 0
+    if (state := ckpt.load()) is not None:
+        unet.load_state_dict(state["unet"]), text_encoder.load_state_dict(state["text_encoder"])
+        ema[0].load_state_dict(state["ema_unet"]), ema[1].load_state_dict(state["ema_text_encoder"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    scenes_rng = random.Random(1)  # the scenes encode_dataset rendered, to caption them afresh each step
+    scenes = [random_scene(scenes_rng) for _ in range(len(latents))]
+    acp = scheduler.alphas_cumprod
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", disable=quiet):
+        rng = random.Random(seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(len(latents), (batch,), generator=g)
+        z0 = latents[idx]
+        texts = ["" if rng.random() < 0.1 else caption(scenes[i], rng) for i in idx.tolist()]
+        ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, 5e-4, warmup=500)
+        loss = F.mse_loss(unet(zt, t, text_encoder(ids).last_hidden_state).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for model, avg in ((unet, ema[0]), (text_encoder, ema[1])):
+                for p, q in zip(model.parameters(), avg.parameters()):
+                    q.lerp_(p, 1 - decay)
+        if step % 50 == 0:
+            log_row(out / "unet_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "time": f"{time.time():.0f}"})
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                       "ema_unet": ema[0].state_dict(), "ema_text_encoder": ema[1].state_dict(), "step": step + 1})
+        if export and ((step + 1) % export_every == 0 or step + 1 == steps):
+            export(ema[0], ema[1])
+    return ema[0].eval(), ema[1].eval()
+
+
+def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float):
+    """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load."""
+    vae.register_to_config(scaling_factor=scaling_factor)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=build_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    tmp = folder.with_name(folder.name + ".partial")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    write_tokenizer(tmp / "tokenizer", vocabulary())  # also the plain vocab.json/merges.txt files
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--unet-steps", type=int, default=10000)
+    parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    (args.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_tokenizer(args.out / "tokenizer", vocabulary())
+    tokenizer = load_tokenizer(args.out / "tokenizer")
+    vae = train_vae(args.out, args.vae_steps, quiet=args.quiet)
+    data = encode_dataset(vae, args.out, args.dataset)
+    latents = data["latents"] * data["scaling_factor"]
+
+    def export(unet, text_encoder):
+        export_pipeline(args.out / "model", vae, unet, text_encoder, tokenizer, data["scaling_factor"])
+
+    train_unet(args.out, tokenizer, latents, args.unet_steps, quiet=args.quiet, export=export)
+
+
+if __name__ == "__main__":
+    main()
