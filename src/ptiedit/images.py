@@ -15,9 +15,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
     Raises ValueError with a one-line reason for missing, unreadable, corrupt, truncated or oversized files.
     """
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(path) as image:
+            # Checked here, before decoding: Pillow only warns between its limit and twice its limit.
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height}")
             image.load()
             image = ImageOps.exif_transpose(image)
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 
 from PIL import Image
@@ -13,10 +14,14 @@ from ..diffusion.model import NoisePredictor
 from ..images import fit_to_model, pixels_sha256
 from ..models.loading import model_fingerprint
 from .ddim import ddim_inversion
+from .negative_prompt import negative_prompt_inversion
+from .null_text import null_text_inversion
 from .pti import prompt_tuning_inversion
 from .result import Inversion
+from .sdedit import sdedit
 
-METHODS = {"pti": prompt_tuning_inversion, "ddim": ddim_inversion}
+METHODS = {"pti": prompt_tuning_inversion, "ddim": ddim_inversion, "null_text": null_text_inversion,
+           "negative_prompt": negative_prompt_inversion, "sdedit": sdedit}
 
 
 def pipeline_fingerprint(pipe) -> dict:
@@ -41,11 +46,16 @@ def invert(pipe, image: Image.Image, *, method: str = "pti", prompt: str = "", s
 
     prompt: what the inversion is conditioned on: for PTI the prompt that initializes c_T (default empty, which
     makes one inversion reusable for any target; pass the target prompt to start from it); for the baselines
-    the source caption. options go to the method (PTI: inner_steps, lr, early_stop).
+    the source caption. options go to the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength,
+    seed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown inversion method {method!r}; choose from {', '.join(METHODS)}")
     check_settings(steps, guidance)
+    known = [name for name, p in inspect.signature(METHODS[method]).parameters.items() if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known) - {"prompt_embedding", "null_embedding", "guidance", "progress"})
+    if unknown:
+        raise ValueError(f"method {method!r} has no option {', '.join(unknown)}")
     # 1. Fit the image to the model and encode it.
     image = fit_to_model(image, resolution(pipe))
     z0 = encode_image(pipe, image)

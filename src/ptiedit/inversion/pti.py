@@ -21,6 +21,8 @@ def prompt_tuning_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prom
     on ||z_{t-1}(c_t) - z*_{t-1}||^2, stopping early below `early_stop`. The latent the tuned step produced
     becomes the next z_t (as in null-text inversion), so the sampler replays the reconstruction exactly.
     """
+    if inner_steps < 0 or lr <= 0 or early_stop < 0:
+        raise ValueError(f"need inner_steps >= 0, lr > 0, early_stop >= 0; got {inner_steps}, {lr}, {early_stop}")
     start = time.perf_counter()
     trajectory = ddim_invert(model, z0, schedule, prompt_embedding, progress=progress)
     T = len(schedule)
@@ -44,7 +46,7 @@ def prompt_tuning_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prom
             loss.backward()
             optimizer.step()
         z = z_next.detach()
-        tuned.append(c.detach())
+        tuned.append(c.detach().clone())  # Adam updates c in place at the next step
         losses.append(loss.item())
         iterations.append(k)
     stats = {"loss": losses, "iterations": iterations, "seconds": time.perf_counter() - start}

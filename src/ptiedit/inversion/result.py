@@ -52,7 +52,7 @@ class Inversion:
 
     def check_compatible(self, fingerprint: dict) -> None:
         """Refuse to edit with a pipeline other than the one this inversion was made with."""
-        for key in ("model", "model_sha256", "scheduler"):
+        for key in ("model_sha256", "scheduler"):  # not the name: one model may be reached by several paths
             if self.fingerprint.get(key) != fingerprint.get(key):
                 raise ValueError(f"this inversion was made with {key} {self.fingerprint.get(key)!r}, "
                                  f"but the loaded pipeline has {fingerprint.get(key)!r}; invert the image again")
@@ -62,13 +62,16 @@ class Inversion:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in TENSORS}
+        tensors = {name: getattr(self, name).detach().cpu().clone() for name in TENSORS}  # no shared storage
         meta = {"format": FORMAT, "method": self.method, "settings": self.settings,
                 "fingerprint": self.fingerprint, "stats": self.stats}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"ptiedit": json.dumps(meta)})
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -32,6 +32,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
 
     Honours HF_HUB_OFFLINE. Raises ValueError with one readable line when the model cannot be loaded.
     """
+    quiet_libraries()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     if model is None:
@@ -39,11 +40,10 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
             raise ValueError(f"the embedded model is missing from {EMBEDDED_MODEL}; pass --model ID_OR_DIR")
         source, name = str(EMBEDDED_MODEL), EMBEDDED_NAME
     else:
-        source = name = str(model)
+        source = name = str(Path(model).resolve()) if Path(model).exists() else str(model)
         if Path(source).exists() and not (Path(source) / "model_index.json").exists():
             raise ValueError(f"{source} is not a diffusers Stable Diffusion folder (no model_index.json)")
     torch_dtype = resolve_dtype(dtype, device)
-    quiet_libraries()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -65,13 +65,12 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
 
 def quiet_libraries() -> None:
     """diffusers/transformers print loading bars and torchvision notices that users need not see."""
-    import diffusers
-    import transformers
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    for logging in (diffusers_logging, transformers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
 
 def model_fingerprint(pipe) -> dict:
@@ -80,6 +79,7 @@ def model_fingerprint(pipe) -> dict:
     for component in (pipe.unet, pipe.text_encoder, pipe.vae):
         config = component.config.to_dict() if hasattr(component.config, "to_dict") else dict(component.config)
         h.update(json.dumps(config, sort_keys=True, default=str).encode())
-        for _, tensor in list(component.state_dict().items())[:4]:  # weights, not just architecture
-            h.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+        for tensor in component.state_dict().values():  # a strided sample of every weight tensor: cheap, and
+            flat = tensor.detach().reshape(-1)  # a fine-tune of any layer (e.g. a merged LoRA) changes it
+            h.update(flat[:: max(1, flat.numel() // 256)].float().cpu().numpy().tobytes())
     return {"model": getattr(pipe, "ptiedit_model_name", "unknown"), "model_sha256": h.hexdigest()[:16]}

@@ -57,10 +57,11 @@ def apply_edit(scene: Scene, edit: Edit) -> Scene:
 
 
 def edit_mask(scene: Scene, edit: Edit, size: int = 64) -> np.ndarray:
-    """Soft mask in [0, 1], shape (size, size): the fraction of each pixel whose content the edit changes.
+    """Soft mask in [0, 1], shape (size, size): the fraction of each pixel the edit may change.
 
-    Object edits: union of the object's old and new coverage. Background edits: the uncovered fraction of each
-    pixel. Where the mask is 0 the renders before and after the edit are identical.
+    Object edits: union of the object's old and new coverage (for shape and size edits, pixels covered by both
+    keep their colour). Background edits: the uncovered fraction of each pixel. Where the mask is 0 the renders
+    before and after the edit are identical.
     """
     edited = apply_edit(scene, edit)
     if edit.kind == "background_color":

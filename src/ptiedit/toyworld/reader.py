@@ -3,8 +3,8 @@
 Made to survive the blur and colour shifts of a VAE round trip or a diffusion sample:
 background = nearest palette colour to the border's median; objects = the largest blobs of pixels far from the
 background; colour = nearest palette colour to a blob's core; a soft coverage mask measured against the blob's own
-colour gives the position (nearest grid centre to its centroid) and, by best IoU against rendered templates of
-every shape at both sizes, the shape and size.
+colour gives the position (nearest grid centre to its centroid) and, by best correlation with rendered templates
+of every shape at both sizes (sharp and blurred, moved onto the blob's centroid), the shape and size.
 """
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ from PIL import Image
 from scipy import ndimage
 
 from .render import object_center, object_mask
-from .scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
+from .scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene, grid_cell
 
-SIZE = 64
+SIZE = 64  # images are read at this resolution
 MIN_BLOB_AREA = 20  # pixels; the smallest object (small star) covers about 60
+BORDER = 4  # width in pixels of the frame whose median colour is the background
+TEMPLATE_BLURS = (0.0, 0.7, 1.4, 2.1)  # gaussian sigmas (pixels) of the shape templates
 ATTRIBUTES = ("background", "count", "shape", "color", "size", "position")
 _PALETTE_NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], np.float32)
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
-BINARY = bool(int(__import__("os").environ.get("BIN","0")))
-TEMPLATE_BLURS = tuple(float(x) for x in __import__("os").environ.get("TB","0").split(","))
 
 
 @dataclass(frozen=True)
 class SceneReading:
-    """What the reader saw: background, objects in reading order, and each object's template IoU (0..1)."""
+    """What the reader saw: background, objects in reading order, and each object's template correlation."""
     background: str
     objects: tuple[Obj, ...]
     shape_scores: tuple[float, ...] = ()
@@ -68,12 +68,15 @@ def nearest_color(rgb: np.ndarray, exclude: tuple[str, ...] = ()) -> str:
     return _PALETTE_NAMES[int(np.argmin(distances))]
 
 
+@lru_cache(maxsize=None)
 def _grid_centers(size: int) -> np.ndarray:
     return np.array([object_center(Obj("circle", "red", "big", p), size) for p in POSITIONS])
 
 
-def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.minimum(a, b).sum() / max(np.maximum(a, b).sum(), 1e-6))
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two masks over the whole image."""
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
@@ -97,13 +100,16 @@ def _templates(size: int) -> tuple[tuple[str, str, np.ndarray, np.ndarray], ...]
 
 
 def classify_shape(coverage: np.ndarray) -> tuple[str, str, float]:
-    """Best (shape, size, IoU) for a soft coverage mask, templates moved onto the mask's centroid."""
+    """Best (shape, size, score) for a soft coverage mask: the template, moved onto the mask's centroid, that
+    correlates best with it (Pearson, -1..1). Correlation of soft masks beat IoU of thresholded masks on the
+    blobby, low-contrast small objects a VAE round trip makes.
+    """
     centroid = _centroid(coverage)
     best = ("circle", "big", -1.0)
     for shape, size_name, template, template_centroid in _templates(coverage.shape[0]):
         dx, dy = centroid - template_centroid
         moved = ndimage.shift(template, (dy, dx), order=1, mode="constant", cval=0.0)
-        score = _soft_iou(coverage, moved) if not BINARY else _soft_iou((coverage > 0.5).astype(np.float32), (moved > 0.5).astype(np.float32))
+        score = _correlation(coverage, moved)
         if score > best[2]:
             best = (shape, size_name, score)
     return best
@@ -127,29 +133,31 @@ def _read_blob(pixels: np.ndarray, blob: np.ndarray, distance: np.ndarray, backg
 
 
 def read_scene(image: Image.Image | np.ndarray, n_objects: int | None = None) -> SceneReading:
-    """Read background and objects; `n_objects` (1 or 2) keeps exactly that many largest blobs when found."""
+    """Read the background and up to `n_objects` (1 or 2; None: up to 2) objects, the largest blobs first."""
     if n_objects not in (None, 1, 2):
         raise ValueError("n_objects must be 1, 2 or None")
     pixels = to_rgb_array(image)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3),
-                             pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
-    background_rgb = np.median(border, axis=0)
+    frame = np.ones(pixels.shape[:2], bool)
+    frame[BORDER:-BORDER, BORDER:-BORDER] = False
+    background_rgb = np.median(pixels[frame], axis=0)  # the median ignores objects reaching into the frame
     background = nearest_color(background_rgb)
     # Foreground threshold: well under half the gap to the palette colour closest to this background.
     others = np.delete(_PALETTE, _PALETTE_NAMES.index(background), axis=0)
     threshold = 0.4 * float(np.linalg.norm(others - _PALETTE[_PALETTE_NAMES.index(background)], axis=1).min())
     distance = np.linalg.norm(pixels - background_rgb, axis=2)
-    labels, count = ndimage.label(distance > threshold, structure=_EIGHT_CONNECTED)
+    foreground = distance > threshold
+    foreground[[0, -1], :] = foreground[:, [0, -1]] = False  # outermost ring: decoder edge artefacts, no objects
+    labels, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     areas = ndimage.sum_labels(np.ones_like(distance), labels, index=np.arange(1, count + 1))
     order = [int(i) + 1 for i in np.argsort(-areas, kind="stable") if areas[i] >= MIN_BLOB_AREA]
     found = [_read_blob(pixels, labels == label, distance, background_rgb, background)
              for label in order[: n_objects or 2]]
-    found.sort(key=lambda f: (round(f[2][1] / pixels.shape[0] * 3 - 0.5), f[2][0]))  # rows, then columns
+    found.sort(key=lambda f: (POSITIONS.index(f[0].position), f[2][0]))  # reading order
     return SceneReading(background, tuple(f[0] for f in found), tuple(f[1] for f in found))
 
 
 def _cell_distance(a: str, b: str) -> int:
-    (ra, ca), (rb, cb) = divmod(POSITIONS.index(a), 3), divmod(POSITIONS.index(b), 3)
+    (ra, ca), (rb, cb) = grid_cell(a), grid_cell(b)
     return abs(ra - rb) + abs(ca - cb)
 
 

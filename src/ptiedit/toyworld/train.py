@@ -1,7 +1,7 @@
 """Train the embedded shapes-world Stable Diffusion: VAE first, then UNet + text encoder with caption dropout.
 
 Resumable: every stage checkpoints to OUT/checkpoints and skips what is finished.
-Run: python -m ptiedit.toyworld.train --out DIR [--vae-steps N] [--unet-steps N]
+Run: ptiedit toyworld train --out DIR [--vae-steps N] [--unet-steps N] (or python -m ptiedit.toyworld.train)
 """
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def build_scheduler() -> DDIMScheduler:
                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
 
-def render_batch(rng: random.Random, n: int):
-    scenes = [random_scene(rng) for _ in range(n)]
+def render_batch(rng: random.Random, n: int, held_out: bool | None = False):
+    scenes = [random_scene(rng, held_out=held_out) for _ in range(n)]
     pixels = np.stack([np.asarray(render(s, RESOLUTION)) for s in scenes])
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
 
@@ -118,6 +118,37 @@ def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool
         if step % 50 == 0:
             psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
             log_row(out / "vae_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+    return vae.eval()
+
+
+def finetune_decoder(out: Path, vae: AutoencoderKL, steps: int, batch: int = 32, seed: int = 3,
+                     quiet: bool = False) -> AutoencoderKL:
+    """Fine-tune only the decoder on posterior means (as SD's ft-MSE VAE): the latent space stays the same,
+    so it can run beside UNet training, and the decoder no longer has to absorb sampling noise."""
+    decoder = [vae.decoder, vae.post_quant_conv]
+    params = [p for module in decoder for p in module.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-4)
+    ckpt, start = Checkpoint(out / "checkpoints" / "decoder.pt"), 0
+    if (state := ckpt.load()) is not None:
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="decoder", disable=quiet):
+        # All scenes, held-out ones too: held-out combinations test the text model, not the pixel model.
+        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch, held_out=None)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 3e-4, warmup=50)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        recon = vae.decode(z).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
+            log_row(out / "decoder_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
         if (step + 1) % 250 == 0 or step + 1 == steps:
             ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
     return vae.eval()
@@ -183,7 +214,7 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, batch: i
         if (step + 1) % 250 == 0 or step + 1 == steps:
             ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
                        "ema_unet": ema[0].state_dict(), "ema_text_encoder": ema[1].state_dict(), "step": step + 1})
-        if export and ((step + 1) % export_every == 0 or step + 1 == steps):
+        if export and (step + 1) % export_every == 0:
             export(ema[0], ema[1])
     return ema[0].eval(), ema[1].eval()
 
@@ -203,15 +234,17 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
     os.replace(tmp, folder)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
     parser.add_argument("--vae-steps", type=int, default=3000)
-    parser.add_argument("--unet-steps", type=int, default=10000)
+    parser.add_argument("--decoder-steps", type=int, default=3000, help="decoder-only fine-tuning after the VAE")
+    parser.add_argument("--unet-steps", type=int, default=8000)
     parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -221,11 +254,19 @@ def main(argv=None):
     vae = train_vae(args.out, args.vae_steps, quiet=args.quiet)
     data = encode_dataset(vae, args.out, args.dataset)
     latents = data["latents"] * data["scaling_factor"]
+    vae = finetune_decoder(args.out, vae, args.decoder_steps, quiet=args.quiet)
 
     def export(unet, text_encoder):
         export_pipeline(args.out / "model", vae, unet, text_encoder, tokenizer, data["scaling_factor"])
 
-    train_unet(args.out, tokenizer, latents, args.unet_steps, quiet=args.quiet, export=export)
+    export(*train_unet(args.out, tokenizer, latents, args.unet_steps, quiet=args.quiet, export=export))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Quality bars of the embedded shapes-world model (issue: embedded model): VAE PSNR, caption agreement of
+generated images (seen and held-out combinations), generation time, PTI reconstruction PSNR.
+
+Run: python benchmarks/model_quality.py [--model DIR] [--json OUT.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import ptiedit
+from ptiedit.diffusion.conditioning import decode_latents, encode_image
+from ptiedit.toyworld.captions import caption
+from ptiedit.toyworld.reader import matches_caption
+from ptiedit.toyworld.render import render
+from ptiedit.toyworld.scene import random_scene
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float(10 * np.log10(255 ** 2 / max(mse, 1e-10)))
+
+
+def vae_psnr(pipe, n: int, seed: int) -> float:
+    rng = random.Random(seed)
+    scores = []
+    for _ in range(n):
+        image = render(random_scene(rng, held_out=None))
+        scores.append(psnr(image, decode_latents(pipe, encode_image(pipe, image))[0]))
+    return statistics.mean(scores)
+
+
+def caption_agreement(pipe, n: int, held_out: bool, seed: int, batch: int = 25) -> float:
+    """Share of generated images whose read attributes agree with every attribute their caption states."""
+    rng = random.Random(seed)
+    captions = [caption(random_scene(rng, held_out=held_out), rng) for _ in range(n)]
+    hits = 0
+    for start in range(0, n, batch):
+        prompts = captions[start:start + batch]
+        generator = torch.Generator().manual_seed(seed + start)
+        images = pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generator).images
+        hits += sum(matches_caption(image, text) for image, text in zip(images, prompts))
+    return hits / n
+
+
+def generation_seconds(pipe) -> float:
+    times = []
+    for seed in range(4):
+        start = time.perf_counter()
+        pipe("a red circle on a white background", num_inference_steps=50, guidance_scale=7.5,
+             generator=torch.Generator().manual_seed(seed))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def pti_reconstruction_psnr(pipe, n: int, seed: int) -> tuple[float, float]:
+    """Mean PSNR of PTI's eta=0 reconstruction against the VAE round trip, and of plain DDIM + CFG."""
+    rng = random.Random(seed)
+    pti, ddim = [], []
+    for _ in range(n):
+        image = render(random_scene(rng, held_out=None))
+        reference = decode_latents(pipe, encode_image(pipe, image))[0]
+        for method, scores in (("pti", pti), ("ddim", ddim)):
+            inversion = ptiedit.invert(pipe, image, method=method, progress=False)
+            scores.append(psnr(ptiedit.reconstruct(pipe, inversion, progress=False), reference))
+    return statistics.mean(pti), statistics.mean(ddim)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the embedded model")
+    parser.add_argument("--vae-images", type=int, default=500)
+    parser.add_argument("--captions", type=int, default=300)
+    parser.add_argument("--held-out-captions", type=int, default=100)
+    parser.add_argument("--pti-images", type=int, default=10)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    pipe = ptiedit.load_pipeline(args.model)
+    results = {"vae_psnr_db": vae_psnr(pipe, args.vae_images, seed=100)}
+    print(f"VAE round trip PSNR on {args.vae_images} fresh renders: {results['vae_psnr_db']:.2f} dB", flush=True)
+    results["generation_seconds"] = generation_seconds(pipe)
+    print(f"one image, 50 DDIM steps with CFG: {results['generation_seconds']:.2f} s", flush=True)
+    results["caption_agreement_seen"] = caption_agreement(pipe, args.captions, held_out=False, seed=200)
+    results["caption_agreement_held_out"] = caption_agreement(pipe, args.held_out_captions, held_out=True, seed=300)
+    print(f"caption agreement: seen {results['caption_agreement_seen']:.1%} ({args.captions} captions), "
+          f"held-out {results['caption_agreement_held_out']:.1%} ({args.held_out_captions})", flush=True)
+    results["pti_psnr_db"], results["ddim_cfg_psnr_db"] = pti_reconstruction_psnr(pipe, args.pti_images, seed=400)
+    print(f"reconstruction vs VAE round trip on {args.pti_images} renders: PTI {results['pti_psnr_db']:.2f} dB, "
+          f"DDIM inversion + CFG {results['ddim_cfg_psnr_db']:.2f} dB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

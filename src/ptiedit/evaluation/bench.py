@@ -1,0 +1,378 @@
+"""`ptiedit bench`: every method x knob setting x image x edit of a suite, one results row each, resumable.
+
+One inversion per (method, image) serves its reconstruction row and every knob setting and edit (PTI with the
+empty init prompt is target-free; the baselines invert with the true source caption); SDEdit's strength is part
+of its "inversion" (the noising), so it has one per strength. Rows are appended to OUT/results.csv as they are
+made; a rerun skips the rows already there, keyed by (suite, method, knob, image, edit). Then results.json,
+report.md and the plots are written from the rows this command asked for (the file may hold more).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..diffusion.conditioning import decode_latents, encode_image, resolution
+from ..editing.edit import DEFAULT_ETA, edit_latents
+from ..editing.p2p import P2PConfig
+from ..interfaces.cli import check_device
+from ..inversion.invert import METHODS, invert, pipeline_fingerprint
+from ..models.loading import load_pipeline
+from .metrics import LearnedMetrics, compare
+from .report import RECONSTRUCTION, image_path, write_outputs
+from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, Case, EditCase, check_edit_types, photos_suite, piebench_suite,
+                     shapes_suite)
+
+# Knob swept per method: (name, values, default). Methods not listed edit by CFG on the target prompt (eta = 1).
+KNOBS = {"pti": ("eta", (0.4, 0.6, 0.7, 0.8, 0.9, 1.0), DEFAULT_ETA), "sdedit": ("strength", (0.3, 0.5, 0.7, 0.9), 0.5)}
+PLAIN = ("eta", (1.0,), 1.0)
+P2P = ("cross_replace", (0.2, 0.5, 0.8), 0.8)  # Prompt-to-Prompt word swap on top of a plain method
+# PTI ablation, one factor at a time against the defaults (the eta sweep is in every PTI row already).
+# inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding.
+ABLATION = ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-4}, {"early_stop": 1e-3},
+            {"init": "target"})
+COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_unedited",
+           "ssim_unedited", "mse_unedited", "lpips_unedited", "clip_whole", "clip_edited", "structure_distance",
+           "invert_seconds", "edit_seconds", "unet_calls", "source_prompt", "target_prompt")
+KEY = ("suite", "method", "knob", "image", "edit")
+TEXT_COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "source_prompt", "target_prompt")
+SETTINGS_FILE = "bench.json"
+RESUME_SETTINGS = ("model", "model_sha256", "steps", "guidance", "seed", "inner_steps")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A row label of the bench: inversion method, extra inversion options, the prompt the inversion is conditioned
+    on ("empty", "source" caption or "target" prompt) and the knob swept when editing."""
+    name: str
+    method: str
+    knob: str
+    values: tuple[float, ...]
+    options: tuple[tuple[str, object], ...] = ()
+    init: str = "source"
+
+    def label(self, value: float) -> str:
+        return f"{self.knob}={value:g}"
+
+    def inversion_prompt(self, case: Case, edit: EditCase | None) -> str:
+        if self.init == "empty":
+            return ""
+        if self.init == "target" and (edit or case.edits):
+            return (edit or case.edits[0]).target_prompt
+        return case.source_prompt
+
+
+def knob_of(name: str) -> tuple[str, tuple[float, ...], float]:
+    """(knob, values, default) of a method name: METHOD, METHOD+p2p or an ablation variant pti[...]."""
+    method = name.split("[")[0]
+    return P2P if method.endswith("+p2p") else KNOBS.get(method, PLAIN)
+
+
+def default_knob(name: str) -> str:
+    knob, _, default = knob_of(name)
+    return f"{knob}={default:g}"
+
+
+def accepts(method: str, option: str) -> bool:
+    return option in inspect.signature(METHODS[method]).parameters
+
+
+def available_methods() -> list[str]:
+    """Every inversion method, plus Prompt-to-Prompt on those that edit with eta = 1."""
+    return list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS]
+
+
+def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | None, seed: int) -> list[MethodSpec]:
+    """Specs for --methods (default: available_methods()), plus the PTI ablation variants if asked."""
+    available = available_methods()
+    names = available if names is None else names
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        raise ValueError(f"unknown method {', '.join(unknown) or '(none given)'}; choose from {', '.join(available)}")
+    specs = []
+    for name in dict.fromkeys(names):
+        method = name.removesuffix("+p2p")
+        knob, values, _ = knob_of(name)
+        options = {"inner_steps": inner_steps} if inner_steps is not None and accepts(method, "inner_steps") else {}
+        if accepts(method, "seed"):
+            options["seed"] = seed
+        base = MethodSpec(name, method, knob, values, tuple(options.items()),
+                          "empty" if method == "pti" else "source")
+        specs.append(base)
+        if ablation and method == "pti":
+            for change in ABLATION:
+                variant = {**options, **{k: v for k, v in change.items() if k != "init"}}
+                label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in change.items())
+                specs.append(MethodSpec(f"pti[{label}]", "pti", knob, values, tuple(variant.items()),
+                                        change.get("init", base.init)))
+    return specs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One results row: an inversion (its SDEdit strength, if any) and what is done with it."""
+    spec: MethodSpec
+    strength: float | None
+    knob: str
+    value: float | None  # knob value of an edit; None for the reconstruction
+    edit: EditCase | None  # None: the reconstruction (eta = 0, no edit)
+
+
+def jobs_for(spec: MethodSpec, case: Case) -> list[Job]:
+    jobs = []
+    for strength in (spec.values if spec.knob == "strength" else (None,)):
+        jobs.append(Job(spec, strength, spec.label(strength) if strength is not None else "eta=0", None, None))
+        for edit in case.edits:
+            for value in ((strength,) if strength is not None else spec.values):
+                jobs.append(Job(spec, strength, spec.label(value), value, edit))
+    return jobs
+
+
+class ResultsFile:
+    """results.csv, appended row by row and flushed, so an interrupted run loses at most the row in progress."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows = path, []
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):  # a torn last row from a killed run: drop it
+                text = text[:text.rfind("\n") + 1]
+                path.write_text(text, encoding="utf-8")
+            reader = csv.DictReader(text.splitlines())
+            if text and tuple(reader.fieldnames or ()) != COLUMNS:
+                raise ValueError(f"{path} was not written by this version of ptiedit bench (other columns)")
+            self.rows = [parse_row(row) for row in reader]
+        self.done = {tuple(row[k] for k in KEY) for row in self.rows}
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        text = {k: format_value(row.get(k)) for k in COLUMNS}
+        with self.path.open("a", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+            if new:
+                writer.writeheader()
+            writer.writerow(text)
+        self.rows.append(parse_row(text))  # as a rerun will read it back
+        self.done.add(tuple(row[k] for k in KEY))
+
+
+def format_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def parse_row(row: dict) -> dict:
+    parsed = {}
+    for key in COLUMNS:
+        value = row.get(key) or ""
+        parsed[key] = value if key in TEXT_COLUMNS else (float(value) if value else None)
+    return parsed
+
+
+def check_out(out: Path, settings: dict) -> None:
+    """OUT must be new, empty, or hold a bench run whose settings agree with the given ones (a rerun resumes it)."""
+    saved = out / SETTINGS_FILE
+    if saved.exists():
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise ValueError(f"{saved} is not valid JSON; use another --out folder") from None
+        for key in RESUME_SETTINGS:
+            if key in settings and previous.get(key) != settings[key]:
+                raise ValueError(f"{out} holds results made with {key} {previous.get(key)!r}, this run has "
+                                 f"{settings[key]!r}; use another --out folder")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and holds no ptiedit bench results; choose a new or empty folder")
+
+
+def prepare_out(out: Path, settings: dict) -> None:
+    check_out(out, settings)
+    if not (out / SETTINGS_FILE).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1), encoding="utf-8")
+
+
+def save_once(image, path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+
+
+class Runner:
+    """Makes rows: inverts (cached per case), samples, scores, saves the output image."""
+
+    def __init__(self, pipe, suite: str, steps: int, guidance: float, learned: LearnedMetrics, out: Path):
+        self.pipe, self.suite, self.steps, self.guidance, self.learned, self.out = \
+            pipe, suite, steps, guidance, learned, out
+        self.cache, self.cached_case = {}, None
+
+    def inversion(self, job: Job, case: Case):
+        """(inversion, seconds it took), made once per case for each (method, prompt, options)."""
+        if self.cached_case is not case:
+            self.cache, self.cached_case = {}, case
+        spec = job.spec
+        options = dict(spec.options) | ({"strength": job.strength} if job.strength is not None else {})
+        prompt = spec.inversion_prompt(case, job.edit)
+        key = (spec.method, prompt, tuple(sorted(options.items())))
+        if key not in self.cache:
+            start = time.perf_counter()
+            inversion = invert(self.pipe, case.image, method=spec.method, prompt=prompt, steps=self.steps,
+                               guidance=self.guidance, progress=False, **options)
+            self.cache[key] = (inversion, time.perf_counter() - start)
+        return self.cache[key]
+
+    def run(self, job: Job, case: Case) -> dict:
+        inversion, invert_seconds = self.inversion(job, case)
+        edit, spec = job.edit, job.spec
+        start = time.perf_counter()
+        if edit is None:
+            latents = edit_latents(self.pipe, inversion, "", [0.0], progress=False)
+        elif spec.knob == "eta":
+            latents = edit_latents(self.pipe, inversion, edit.target_prompt, [job.value], progress=False)
+        else:
+            p2p = P2PConfig(cross_replace=job.value) if spec.knob == "cross_replace" else None
+            latents = edit_latents(self.pipe, inversion, edit.target_prompt, [1.0], progress=False, p2p=p2p)
+        output = decode_latents(self.pipe, latents)[0]
+        row = {"suite": self.suite, "method": spec.name, "knob": job.knob, "image": case.image_id,
+               "edit": edit.name if edit else RECONSTRUCTION, "kind": edit.kind if edit else RECONSTRUCTION,
+               "source_prompt": case.source_prompt, "target_prompt": edit.target_prompt if edit else "",
+               "invert_seconds": invert_seconds, "edit_seconds": time.perf_counter() - start,
+               "unet_calls": float(inversion.stats.get("unet_calls", 0))}
+        if edit is None:
+            row |= compare(output, self.vae_round_trip(case))
+        else:
+            row |= self.score(output, case, edit)
+        save_once(output, image_path(self.out, self.suite, case.image_id, f"{spec.name}__{job.knob}__{row['edit']}"))
+        return row
+
+    def vae_round_trip(self, case: Case):
+        path = image_path(self.out, self.suite, case.image_id, "vae_round_trip")
+        image = decode_latents(self.pipe, encode_image(self.pipe, case.image))[0]
+        save_once(image, path)
+        return image
+
+    def score(self, output, case: Case, edit: EditCase) -> dict:
+        row = {}
+        if edit.ground_truth is not None:
+            row |= compare(output, edit.ground_truth)
+        if edit.edited is not None:
+            row |= {f"{k}_unedited": v for k, v in compare(output, case.image, edit.edited).items()}
+        if edit.succeeded is not None:
+            row["success"] = edit.succeeded(output)
+        return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)
+
+
+def build_cases(args: argparse.Namespace, size: int) -> list[Case]:
+    if args.suite == "shapes":
+        return shapes_suite(size, args.n or DEFAULT_SCENES, args.seed, tuple(args.edit_types or EDIT_TYPES))
+    if args.suite == "photos":
+        return photos_suite(size, args.n)
+    return piebench_suite(args.piebench, size, args.n)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    if not 1 <= args.steps <= 1000:
+        raise ValueError(f"--steps must be between 1 and 1000, got {args.steps}")
+    if not 0 <= args.guidance <= 50:
+        raise ValueError(f"--guidance must be between 0 and 50, got {args.guidance}")
+    if args.inner_steps is not None and not 0 <= args.inner_steps <= 100:
+        raise ValueError(f"--inner-steps must be between 0 and 100, got {args.inner_steps}")
+    if (args.suite == "piebench") != (args.piebench is not None):
+        raise ValueError("--suite piebench needs --piebench DIR" if args.suite == "piebench"
+                         else "--piebench DIR goes with --suite piebench")
+    if args.piebench is not None and not (Path(args.piebench) / "mapping_file.json").is_file():
+        raise ValueError(f"{args.piebench}: no mapping_file.json (expected a PIE-Bench data folder)")
+    if args.edit_types is not None:
+        if args.suite != "shapes":
+            raise ValueError("--edit-types applies to --suite shapes only")
+        check_edit_types(args.edit_types)
+    check_device(args.device)
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if args.ablation and "pti" not in (args.methods or ["pti"]):
+        raise ValueError("--ablation varies PTI: include pti in --methods")
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Benchmark inversion and editing methods on the shapes-world edit suite, on natural "
+                          "photos (reconstruction) or on a PIE-Bench folder; resumable.")
+    parser.add_argument("--out", required=True, metavar="DIR", help="results folder: results.csv/json, report.md, "
+                        "plots and images; rerunning with the same folder resumes")
+    parser.add_argument("--suite", choices=SUITES, default="shapes", help="what to evaluate (default shapes)")
+    parser.add_argument("--piebench", metavar="DIR",
+                        help="PIE-Bench folder holding mapping_file.json (with --suite piebench)")
+    parser.add_argument("--methods", type=comma_list, metavar="M[,M...]", help="methods to run: "
+                        f"{', '.join(available_methods())} (default: all)")
+    parser.add_argument("--n", type=int, help=f"images: scenes for shapes (default {DEFAULT_SCENES}); at most this "
+                        "many for photos and piebench (default all)")
+    parser.add_argument("--edit-types", type=comma_list, metavar="T[,T...]",
+                        help=f"shapes edit types, in turn (default {','.join(EDIT_TYPES)})")
+    parser.add_argument("--ablation", action="store_true", help="add the PTI ablation (inner steps, early stop, "
+                        "c_T initialized from the target)")
+    parser.add_argument("--seed", type=int, default=0, help="scenes and SDEdit noise (default 0)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--inner-steps", type=int, help="tuning steps per timestep of PTI and null-text inversion "
+                        "(default: each method's own)")
+    parser.add_argument("--model", metavar="ID_OR_DIR", help="diffusers Stable Diffusion folder or hub id "
+                        "(default: the embedded shapes-world model)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    learned = parser.add_argument_group("learned metrics (local weights only; skipped otherwise)")
+    learned.add_argument("--lpips-weights", metavar="DIR", help="folder holding torchvision's AlexNet checkpoint")
+    learned.add_argument("--clip-model", metavar="DIR", help="transformers CLIP model folder")
+    learned.add_argument("--dino-model", metavar="DIR", help="transformers DINO ViT model folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    specs = method_specs(args.methods, args.ablation, args.inner_steps, args.seed)
+    out = Path(args.out)
+    settings = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "inner_steps": args.inner_steps}
+    check_out(out, settings)  # before the slow part: loading the model
+    learned = LearnedMetrics(args.lpips_weights, args.clip_model, args.dino_model)
+    pipe = load_pipeline(args.model, device=args.device)
+    cases = build_cases(args, resolution(pipe))
+    fingerprint = pipeline_fingerprint(pipe)
+    settings = {"model": fingerprint["model"], "model_sha256": fingerprint["model_sha256"], **settings,
+                "resolution": resolution(pipe)}
+    prepare_out(out, settings)
+    results = ResultsFile(out / "results.csv")
+    planned = {(args.suite, spec.name, job.knob, case.image_id, job.edit.name if job.edit else RECONSTRUCTION):
+               (case, job) for case in cases for spec in specs for job in jobs_for(spec, case)}
+    todo = [work for key, work in planned.items() if key not in results.done]
+    if not args.quiet:
+        print(f"ptiedit bench: {len(planned) - len(todo)} of {len(planned)} rows already in {out / 'results.csv'}, "
+              f"{len(todo)} to run", file=sys.stderr)
+    runner = Runner(pipe, args.suite, args.steps, args.guidance, learned, out)
+    for case in cases:
+        save_once(case.image, image_path(out, args.suite, case.image_id, "input"))
+        for edit in case.edits:
+            if edit.ground_truth is not None:
+                save_once(edit.ground_truth, image_path(out, args.suite, case.image_id, f"ground_truth__{edit.name}"))
+    with tqdm(total=len(todo), desc="bench", disable=args.quiet) as bar:
+        for case, job in todo:
+            results.append(runner.run(job, case))
+            bar.update()
+    reported = [row for row in results.rows if tuple(row[k] for k in KEY) in planned]  # this command's rows only
+    write_outputs(out, reported, settings, learned.status(), default_knob)
+    if not args.quiet:
+        print(f"ptiedit bench: wrote {out / 'report.md'}", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,336 @@
+"""results.json, report.md and plots from bench rows.
+
+Every figure is the mean over images with its 95% percentile-bootstrap interval (metrics.mean_interval).
+A method's best knob setting is the one with the highest mean edit success (ties: higher unedited-region PSNR);
+without a success measure (PIE-Bench) it is the highest CLIP score when there is one, else the method's default.
+The matched-fidelity table picks, for each method, the setting whose mean unedited-region PSNR is closest to a
+common reference: PTI's at its best setting (the first method's when PTI was not run).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+from .metrics import BOOTSTRAP_RESAMPLES, PSNR_CAP, SSIM_SETTINGS, mean_interval
+
+RECONSTRUCTION = "reconstruction"
+# column: (heading, decimals)
+COLUMNS = {
+    "success": ("edit success", 2), "psnr": ("PSNR vs ground truth", 2), "ssim": ("SSIM vs ground truth", 3),
+    "mse": ("MSE vs ground truth", 4), "psnr_unedited": ("unedited PSNR", 2), "ssim_unedited": ("unedited SSIM", 3),
+    "mse_unedited": ("unedited MSE", 4), "lpips_unedited": ("unedited LPIPS", 3), "clip_whole": ("CLIP whole", 2),
+    "clip_edited": ("CLIP edited region", 2), "structure_distance": ("structure distance", 4),
+    "recon_psnr": ("reconstruction PSNR", 2), "invert_seconds": ("inversion s", 2), "edit_seconds": ("edit s", 2),
+    "unet_calls": ("UNet calls", 0),
+}
+LEARNED = ("lpips_unedited", "clip_whole", "clip_edited", "structure_distance")
+GRID_IMAGES = 6
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,+@-]+", "_", text)
+
+
+def image_path(out: Path, suite: str, image: str, name: str) -> Path:
+    """Where bench saves an image of a case: images/SUITE/IMAGE/NAME.png."""
+    return out / "images" / slug(suite) / slug(image) / f"{slug(name)}.png"
+
+
+def reconstruction_knob(knob: str) -> str:
+    """The reconstruction row that goes with an edit setting: SDEdit's own strength, eta = 0 for the rest."""
+    return knob if knob.startswith("strength=") else "eta=0"
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{suite: {"edits" | "reconstruction": {method: {knob: {"n": images, column: [mean, low, high]}}}}}."""
+    groups = defaultdict(list)
+    for row in rows:
+        part = RECONSTRUCTION if row["edit"] == RECONSTRUCTION else "edits"
+        groups[row["suite"], part, row["method"], row["knob"]].append(row)
+    summary = {}
+    for (suite, part, method, knob), members in sorted(groups.items()):
+        cell = {"n": len(members)}
+        for column in COLUMNS:
+            values = [r[column] for r in members if r.get(column) is not None]
+            if values:
+                cell[column] = list(mean_interval(values))
+        summary.setdefault(suite, {}).setdefault(part, {}).setdefault(method, {})[knob] = cell
+    for suite in summary.values():  # each edit setting also gets its reconstruction PSNR
+        for method, knobs in suite.get("edits", {}).items():
+            for knob, cell in knobs.items():
+                recon = suite.get(RECONSTRUCTION, {}).get(method, {}).get(reconstruction_knob(knob), {})
+                if "psnr" in recon:
+                    cell["recon_psnr"] = recon["psnr"]
+    return summary
+
+
+def mean(cell: dict, column: str) -> float:
+    value = cell.get(column)
+    return value[0] if value and value[0] is not None and not math.isnan(value[0]) else math.nan
+
+
+def best_knob(knobs: dict, default: str) -> str:
+    """Highest edit success (ties: higher unedited PSNR); else highest CLIP score; else the default setting."""
+    for column in ("success", "clip_whole"):
+        scored = [k for k in knobs if not math.isnan(mean(knobs[k], column))]
+        if scored:
+            return max(scored, key=lambda k: (mean(knobs[k], column), nan_low(mean(knobs[k], "psnr_unedited"))))
+    return default if default in knobs else next(iter(knobs))
+
+
+def nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def matched_knob(knobs: dict, reference: float) -> str:
+    scored = [k for k in knobs if not math.isnan(mean(knobs[k], "psnr_unedited"))]
+    if not scored or math.isnan(reference):
+        return next(iter(knobs))
+    return min(scored, key=lambda k: abs(mean(knobs[k], "psnr_unedited") - reference))
+
+
+def is_variant(method: str) -> bool:
+    """An ablation variant such as pti[inner_steps=2]: reported in the ablation table only."""
+    return "[" in method
+
+
+def method_order(methods) -> list[str]:
+    """PTI first, ablation variants last, the rest as they came."""
+    methods = list(methods)
+    return sorted(methods, key=lambda m: (m != "pti", is_variant(m), methods.index(m)))
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+def cell_text(cell: dict, column: str) -> str:
+    value = cell.get(column)
+    if not value or value[0] is None or math.isnan(value[0]):
+        return "–"
+    decimals = COLUMNS[column][1]
+    if decimals == 0 or value[1] is None or math.isnan(value[1]):
+        return f"{value[0]:.{decimals}f}"
+    return f"{value[0]:.{decimals}f} [{value[1]:.{decimals}f}, {value[2]:.{decimals}f}]"
+
+
+def table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(x) + " |" for x in lines]
+
+
+def present(cells: list[dict], columns) -> list[str]:
+    """The columns that hold a value in at least one cell."""
+    return [c for c in columns if any(c in cell for cell in cells)]
+
+
+def settings_table(picks: list[tuple[str, str, dict]], columns, headings: dict | None = None) -> list[str]:
+    columns = present([cell for _, _, cell in picks], columns)
+    return table(["method", "setting", "n"] + [(headings or {}).get(c, COLUMNS[c][0]) for c in columns],
+                 [[m, k, str(cell["n"])] + [cell_text(cell, c) for c in columns] for m, k, cell in picks])
+
+
+EDIT_COLUMNS = ("success", "psnr", "ssim", "psnr_unedited", "ssim_unedited", "mse_unedited", *LEARNED, "recon_psnr",
+                "invert_seconds", "edit_seconds")
+
+
+def shapes_section(summary: dict, rows: list[dict], default: Callable[[str], str]) -> list[str]:
+    edits = summary.get("edits", {})
+    methods = method_order(edits)
+    main = [m for m in methods if not is_variant(m)]
+    best = {m: best_knob(edits[m], default(m)) for m in methods}
+    reference_method = "pti" if "pti" in edits else main[0]
+    reference = mean(edits[reference_method][best[reference_method]], "psnr_unedited")
+    matched = {m: matched_knob(edits[m], reference) for m in methods}
+    lines = ["## Shapes-world edit suite", "",
+             f"{len({r['image'] for r in rows})} scenes with one ground-truth edit each. Success: the attribute "
+             "reader finds the target attribute reached and every other attribute kept. PSNR/SSIM vs ground truth: "
+             "against the render of the edited scene. Unedited: against the input, on the pixels the edit leaves "
+             "unchanged (ground-truth mask). Reconstruction PSNR: eta = 0, against the VAE round trip.", "",
+             "### At each method's best setting (highest edit success)", ""]
+    lines += settings_table([(m, best[m], edits[m][best[m]]) for m in main], EDIT_COLUMNS)
+    lines += ["", f"### At matched unedited-region fidelity (setting whose unedited PSNR is closest to "
+              f"{reference:.2f} dB, {reference_method} at its best setting)", ""]
+    lines += settings_table([(m, matched[m], edits[m][matched[m]]) for m in main], EDIT_COLUMNS)
+    lines += ["", "### Edit success by edit type, at the best setting", ""]
+    kinds = sorted({r["kind"] for r in rows if r["edit"] != RECONSTRUCTION})
+    by_kind = []
+    for m in main:
+        cells = [mean_interval([r["success"] for r in rows if r["method"] == m and r["knob"] == best[m]
+                                and r["kind"] == kind and r["success"] is not None]) for kind in kinds]
+        by_kind.append([m, best[m]] + [cell_text({"success": list(c)}, "success") for c in cells])
+    lines += table(["method", "setting"] + kinds, by_kind)
+    variants = [m for m in methods if m == "pti" or is_variant(m)]
+    if len(variants) > 1:
+        lines += ["", "### PTI ablation (one factor at a time against the defaults; best eta of each)", ""]
+        lines += settings_table([(m, best[m], edits[m][best[m]]) for m in variants],
+                                ("success", "psnr_unedited", "psnr", "recon_psnr", "invert_seconds", "unet_calls"))
+    lines += ["", "### Every setting", ""]
+    lines += settings_table([(m, k, edits[m][k]) for m in methods for k in edits[m]],
+                            ("success", "psnr", "psnr_unedited", *LEARNED, "edit_seconds"))
+    return lines
+
+
+def photos_section(summary: dict, rows: list[dict]) -> list[str]:
+    recon = summary.get(RECONSTRUCTION, {})
+    methods = method_order(recon)
+    lines = ["## Real-photo reconstruction suite", "",
+             "Natural photos shipped inside installed packages, fitted to the model's resolution; reconstruction "
+             "(eta = 0, no edit) against the VAE round trip, the best any inversion can do.", ""]
+    lines += settings_table([(m, k, recon[m][k]) for m in methods for k in recon[m]],
+                            ("psnr", "ssim", "mse", "invert_seconds", "unet_calls"),
+                            {c: f"{c.upper()} vs VAE round trip" for c in ("psnr", "ssim", "mse")})
+    images = sorted({r["image"] for r in rows})
+    columns = [(m, k) for m in methods for k in recon[m]]
+    psnr = {(r["image"], r["method"], r["knob"]): r["psnr"] for r in rows}
+    lines += ["", "### Reconstruction PSNR per photo (dB)", ""]
+    lines += table(["photo"] + [f"{m} {k}" for m, k in columns],
+                   [[image] + [f"{psnr[image, m, k]:.2f}" if psnr.get((image, m, k)) is not None else "–"
+                               for m, k in columns] for image in images])
+    return lines
+
+
+def piebench_section(summary: dict, rows: list[dict]) -> list[str]:
+    edits = summary.get("edits", {})
+    lines = ["## PIE-Bench", "",
+             f"{len({r['image'] for r in rows})} images. Unedited-region metrics against the input outside the "
+             "annotated mask (fitted to the model's resolution; a pixel is edited when any part of it is).", ""]
+    lines += settings_table([(m, k, edits[m][k]) for m in method_order(edits) for k in edits[m]],
+                            ("psnr_unedited", "mse_unedited", "ssim_unedited", *LEARNED, "recon_psnr",
+                             "invert_seconds", "edit_seconds"))
+    return lines
+
+
+def header(settings: dict, learned: dict) -> list[str]:
+    return ["# ptiedit bench report", "",
+            f"Model {settings['model']} (sha256 {settings['model_sha256']}), {settings['resolution']} px; "
+            f"{settings['steps']} DDIM steps, guidance {settings['guidance']}, seed {settings['seed']}, inner "
+            f"steps {settings['inner_steps'] if settings['inner_steps'] is not None else 'method defaults'}.", "",
+            "## Metrics", "",
+            f"- Images in [0, 1], data_range 1.0. PSNR = 10 log10(1 / MSE), capped at {PSNR_CAP:g} dB (identical "
+            "images). MSE: mean over pixels and RGB channels.",
+            f"- SSIM (torchmetrics): gaussian kernel {SSIM_SETTINGS['kernel_size']}, sigma {SSIM_SETTINGS['sigma']}, "
+            f"K1 {SSIM_SETTINGS['k1']}, K2 {SSIM_SETTINGS['k2']}; whole-image SSIM averages the map inside the "
+            "window's border.",
+            "- Unedited region (1 - mask, as PIE-Bench): PSNR and MSE over the unedited pixels only; SSIM map of the "
+            "output with its edited pixels replaced by the reference's, averaged over the unedited pixels.",
+            f"- Intervals: 95% percentile bootstrap of the mean over images ({BOOTSTRAP_RESAMPLES} resamples, "
+            "seed 0). Edit success is a 0/1 value per image, so its mean is a rate.",
+            *[f"- {name}: {text}" for name, text in learned.items()], ""]
+
+
+# ----------------------------------------------------------------------------------------------------- plots
+
+def knob_value(knob: str) -> float:
+    return float(knob.split("=")[1])
+
+
+def plot_tradeoff(edits: dict, path: Path, suite: str) -> bool:
+    """Fidelity vs success: one line per method through its settings (x unedited PSNR; y edit success, or the
+    CLIP score when there is no success measure). False, and no file, when neither is there."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    y_column = next((c for c in ("success", "clip_whole")
+                     if any(c in cell for knobs in edits.values() for cell in knobs.values())), None)
+    if y_column is None:
+        return False
+    figure = Figure(figsize=(6.4, 4.8))
+    axes = figure.add_subplot()
+    for method in (m for m in method_order(edits) if not is_variant(m)):
+        knobs = sorted((k for k, cell in edits[method].items()
+                        if not math.isnan(mean(cell, "psnr_unedited")) and not math.isnan(mean(cell, y_column))),
+                       key=knob_value)
+        xs = [mean(edits[method][k], "psnr_unedited") for k in knobs]
+        ys = [mean(edits[method][k], y_column) for k in knobs]
+        axes.plot(xs, ys, marker="o", label=method)
+        for knob, x, y in zip(knobs, xs, ys):
+            axes.annotate(knob.split("=")[1], (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    axes.set_xlabel("unedited-region PSNR (dB)")
+    axes.set_ylabel(COLUMNS[y_column][0])
+    knobs = sorted({k.split("=")[0] for m in edits for k in edits[m]})
+    axes.set_title(f"{suite}: fidelity vs edit, one line per method through its {' / '.join(knobs)}", fontsize=9)
+    if y_column == "success":
+        axes.set_ylim(-0.05, 1.05)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return True
+
+
+def grid_picks(summary: dict, default: Callable[[str], str]) -> list[tuple[str, str]]:
+    """(method, setting) shown per method: the best edit setting, or the reconstruction (no edits in the suite)."""
+    edits = summary.get("edits")
+    if edits:
+        return [(m, best_knob(edits[m], default(m))) for m in method_order(edits) if not is_variant(m)]
+    recon = summary.get(RECONSTRUCTION, {})
+    return [(m, reconstruction_knob(default(m))) for m in method_order(recon) if not is_variant(m)]
+
+
+def plot_grid(out: Path, suite: str, rows: list[dict], picks: list[tuple[str, str]], path: Path) -> bool:
+    """Qualitative grid, one image per row: input, ground truth or VAE round trip, each method's pick."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    edit_of = {}
+    for row in rows:
+        if row["edit"] != RECONSTRUCTION or row["image"] not in edit_of:
+            edit_of[row["image"]] = row["edit"]
+    images = sorted(edit_of)[:GRID_IMAGES]
+    if not images or not picks:
+        return False
+    edited = any(edit != RECONSTRUCTION for edit in edit_of.values())
+    columns = [("input", lambda image: "input")]
+    if edited and image_path(out, suite, images[0], f"ground_truth__{edit_of[images[0]]}").exists():
+        columns.append(("ground truth", lambda image: f"ground_truth__{edit_of[image]}"))
+    if not edited:
+        columns.append(("VAE round trip", lambda image: "vae_round_trip"))
+    columns += [(f"{m}\n{k}", lambda image, m=m, k=k: f"{m}__{k}__{edit_of[image]}") for m, k in picks]
+    figure = Figure(figsize=(1.4 * len(columns), 1.5 * len(images)))
+    axes = figure.subplots(len(images), len(columns), squeeze=False)
+    for i, image in enumerate(images):
+        for j, (title, name) in enumerate(columns):
+            ax, file = axes[i, j], image_path(out, suite, image, name(image))
+            if file.exists():
+                with Image.open(file) as picture:
+                    ax.imshow(picture.convert("RGB"), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(image, fontsize=7)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+def finite(value):
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def write_outputs(out: Path, rows: list[dict], settings: dict, learned: dict, default: Callable[[str], str]) -> None:
+    """results.json, report.md and, per suite, the trade-off plot and the qualitative grid."""
+    summary = summarize(rows)
+    results = {"settings": settings, "metrics": learned, "summary": summary, "rows": rows}
+    (out / "results.json").write_text(json.dumps(finite(results), indent=1), encoding="utf-8")
+    lines = header(settings, learned)
+    sections = {"shapes": lambda s, r: shapes_section(s, r, default), "photos": photos_section,
+                "piebench": piebench_section}
+    for suite, suite_summary in summary.items():
+        suite_rows = [r for r in rows if r["suite"] == suite]
+        lines += sections[suite](suite_summary, suite_rows) + [""]
+        if plot_tradeoff(suite_summary.get("edits", {}), out / f"tradeoff_{suite}.png", suite):
+            lines.append(f"![fidelity vs edit trade-off](tradeoff_{suite}.png)")
+        if plot_grid(out, suite, suite_rows, grid_picks(suite_summary, default), out / f"grid_{suite}.png"):
+            lines.append(f"![examples](grid_{suite}.png)")
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")

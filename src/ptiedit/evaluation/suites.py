@@ -1,0 +1,138 @@
+"""What the bench evaluates: images with their source prompt and edits, each edit with what is known about it.
+
+- shapes: seeded shapes-world scenes with a ground-truth edit each (render of the edited scene, mask of the
+  pixels it changes, attribute-reader success check). Edit types cycle through EDIT_TYPES; scene j of a type
+  depends only on (seed, type, j), so a larger --n or another list of types extends a run without changing it.
+- photos: natural photos shipped inside installed packages, reconstruction only.
+- piebench: a user's PIE-Bench folder (piebench.py): edits with a region mask, no ground truth.
+Images are fitted to the model's resolution (images.fit_to_model); shapes scenes are rendered at it.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..images import fit_to_model, load_image
+from ..toyworld.captions import caption
+from ..toyworld.edits import apply_edit, edit_mask, random_edit
+from ..toyworld.render import render
+from ..toyworld.scene import random_scene
+from .piebench import fit_mask, load_piebench
+
+SUITES = ("shapes", "photos", "piebench")
+EDIT_TYPES = ("object_color", "object_shape", "background_color", "selective")
+SELECTIVE_KINDS = ("object_color", "object_shape")  # what a selective edit may change on one of two objects
+DEFAULT_SCENES = 100
+
+
+@dataclass
+class EditCase:
+    """One edit of an image: `name` identifies it within the image, `kind` is its type."""
+    name: str
+    kind: str
+    target_prompt: str
+    ground_truth: Image.Image | None = None  # the edited image, when known
+    edited: np.ndarray | None = None  # bool (H, W): pixels the edit may change, when known
+    succeeded: Callable[[Image.Image], bool] | None = None  # edit-success check, when there is one
+
+
+@dataclass
+class Case:
+    image_id: str
+    image: Image.Image  # at the model's resolution
+    source_prompt: str  # the true caption, given to the baselines' inversion
+    edits: list[EditCase] = field(default_factory=list)
+
+
+def shapes_scene(seed: int, kind: str, index: int):
+    """Scene `index` of edit type `kind` and its edit: selective edits get two-object scenes and change one
+    object's colour or shape, object edits get one-object scenes, background edits either."""
+    rng = random.Random(f"ptiedit-bench:{seed}:{kind}:{index}")
+    objects = {"selective": 2, "background_color": None}.get(kind, 1)
+    scene = random_scene(rng, n_objects=objects)
+    return scene, random_edit(scene, rng, SELECTIVE_KINDS if kind == "selective" else (kind,))
+
+
+def edit_success(target_scene) -> Callable[[Image.Image], bool]:
+    """The attribute reader sees the target attribute reached and every other attribute kept."""
+    def succeeded(image: Image.Image) -> bool:
+        from ..toyworld.reader import attribute_agreement, read_scene  # needs scipy: imported when used
+
+        return all(attribute_agreement(read_scene(image, len(target_scene.objects)), target_scene).values())
+    return succeeded
+
+
+def check_edit_types(edit_types) -> None:
+    unknown = [kind for kind in edit_types if kind not in EDIT_TYPES]
+    if unknown or not edit_types:
+        raise ValueError(f"unknown edit type {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(EDIT_TYPES)}")
+
+
+def shapes_suite(resolution: int, n: int = DEFAULT_SCENES, seed: int = 0,
+                 edit_types: tuple[str, ...] = EDIT_TYPES) -> list[Case]:
+    """n scenes, edit types in turn, rendered at the model's resolution."""
+    check_edit_types(edit_types)
+    cases = []
+    for i in range(n):
+        kind, index = edit_types[i % len(edit_types)], i // len(edit_types)
+        scene, edit = shapes_scene(seed, kind, index)
+        target = apply_edit(scene, edit)
+        change = EditCase(f"{edit.kind}={edit.value}@{edit.index}", kind, caption(target), render(target, resolution),
+                          edit_mask(scene, edit, resolution) > 0, edit_success(target))
+        cases.append(Case(f"{kind}-{index:03d}", render(scene, resolution), caption(scene), [change]))
+    return cases
+
+
+def package_photos() -> list[tuple[str, str, Callable[[], np.ndarray]]]:
+    """(id, caption, loader) of natural photos that ship inside installed packages (no download)."""
+    photos = []
+    try:
+        import skimage.data as data
+
+        photos += [("astronaut", "a photo of an astronaut in a space suit", data.astronaut),
+                   ("chelsea", "a photo of a ginger cat", data.chelsea),
+                   ("coffee", "a photo of a cup of coffee", data.coffee),
+                   ("rocket", "a photo of a rocket on a launch pad", data.rocket),
+                   ("hubble", "a photo of galaxies in deep space", data.hubble_deep_field)]
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_image
+
+        photos += [("china", "a photo of a chinese temple", lambda: load_sample_image("china.jpg")),
+                   ("flower", "a photo of a flower", lambda: load_sample_image("flower.jpg"))]
+    except ImportError:
+        pass
+    try:
+        from matplotlib import cbook
+
+        photos.append(("grace_hopper", "a portrait photo of a woman in uniform",
+                       lambda: np.asarray(load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))))
+    except ImportError:
+        pass
+    return photos
+
+
+def photos_suite(resolution: int, n: int | None = None) -> list[Case]:
+    """The first n package photos, center-cropped and resized to the model's resolution; no edits."""
+    photos = package_photos()
+    if not photos:
+        raise ValueError("no sample photos found: install scikit-image, scikit-learn or matplotlib")
+    return [Case(name, fit_to_model(Image.fromarray(np.asarray(load()[..., :3], dtype=np.uint8)), resolution), text)
+            for name, text, load in photos[:n]]
+
+
+def piebench_suite(folder, resolution: int, n: int | None = None) -> list[Case]:
+    """A PIE-Bench folder's first n entries: one edit each, its mask fitted to the model's pixels."""
+    cases = []
+    for entry in load_piebench(folder, n):
+        image = load_image(entry.image_path)
+        edited = fit_mask(entry.mask, image.size, resolution)
+        change = EditCase(f"type{entry.edit_type}", entry.edit_type, entry.target_prompt, edited=edited)
+        cases.append(Case(entry.id, fit_to_model(image, resolution), entry.source_prompt, [change]))
+    return cases

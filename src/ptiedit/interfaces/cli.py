@@ -1,0 +1,419 @@
+"""The `ptiedit` command line: edit, invert, reconstruct and demo, plus bench, ui and toyworld train.
+
+Anything a user can get wrong ends in one line on stderr, `ptiedit: error: ...`, and exit status 2; an
+unexpected failure prints its type and message and exits 1 (`ptiedit --debug ...` shows the traceback);
+Ctrl-C exits 130. Outputs are all checked before the model loads, and written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..demo import ETAS as DEMO_ETAS
+from ..demo import demo_files, run_demo
+from ..diffusion.conditioning import PromptTruncatedWarning, resolution
+from ..editing.edit import DEFAULT_ETA, edit, reconstruct
+from ..images import MAX_PIXELS, fit_to_model, load_image, pixels_sha256
+from ..inversion.invert import invert, pipeline_fingerprint
+from ..inversion.result import Inversion
+from ..models.loading import load_pipeline
+from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_inversion, write_png
+
+DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
+RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100)}
+IMAGES_HELP = f"""\
+images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
+  EXIF orientation, transparency composited over white, at most {MAX_PIXELS:,} pixels. The model sees the
+  largest centred square of the image, resized to its resolution (64 px for the embedded model), and results
+  are written at that resolution. --keep-size resizes each result to the side of that square, min(width,
+  height); the borders cropped away are not restored.
+"""
+
+# Subcommands implemented elsewhere: module (exposing add_arguments and run), optional extra, help.
+DELEGATED = {
+    "bench": ("ptiedit.evaluation.bench", "eval", "benchmark inversion and editing methods"),
+    "ui": ("ptiedit.interfaces.ui", "ui", "start the web app"),
+    "toyworld train": ("ptiedit.toyworld.train", None, "train the embedded shapes-world model"),
+}
+
+
+class UsageError(ValueError):
+    """A command line argparse rejects."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse reporting usage errors as one line instead of the usage text plus a message."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+def check_prompt(text: str, flag: str) -> str:
+    if not text.strip():
+        raise ValueError(f"{flag} is empty")
+    return text
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    for name, (low, high) in RANGES.items():
+        value = getattr(args, name, None)
+        if value is not None and not low <= value <= high:  # also refuses nan
+            raise ValueError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+
+
+def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
+    """--eta may be repeated and each may be a comma list; duplicates are dropped, order kept."""
+    etas = []
+    for part in (p.strip() for value in values for p in value.split(",")):
+        try:
+            eta = float(part)
+        except ValueError:
+            raise ValueError(f"--eta {part!r} is not a number") from None
+        if not (math.isfinite(eta) and eta >= 0 and (eta <= 1 or allow_extrapolation)):
+            raise ValueError(f"--eta must be in [0, 1] (above 1 only with --allow-extrapolation), got {part}")
+        if eta not in etas:
+            etas.append(eta)
+    return etas
+
+
+def check_suffix(path: str, suffix: str, what: str) -> Path:
+    if Path(path).suffix.lower() != suffix:
+        raise ValueError(f"{path}: {what} must be a {suffix} file")
+    return Path(path)
+
+
+def check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("MPS is not available on this machine; use --device cpu")
+
+
+def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
+    """Settings given on the command line must be the ones the reused inversion was made with."""
+    given = {"steps": args.steps, "guidance": args.guidance, "inner_steps": args.inner_steps, "prompt": init_prompt}
+    for key, value in given.items():
+        if value is not None and inversion.settings.get(key) != value:
+            flag = "the init prompt" if key == "prompt" else f"--{key.replace('_', '-')}"
+            raise ValueError(f"{flag} {value!r} differs from the one {path} was made with "
+                             f"({inversion.settings.get(key)!r}); leave it out, or pass a new --inversion file")
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+
+def say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def open_model(args: argparse.Namespace):
+    check_device(args.device)
+    model = args.model
+    if model is not None and Path(model).exists():
+        model = str(Path(model).resolve())  # one name per folder, so inversions match from any working folder
+    return load_pipeline(model, device=args.device, dtype=args.dtype)
+
+
+def run_inversion(pipe, image: Image.Image, args: argparse.Namespace, init_prompt: str) -> Inversion:
+    torch.manual_seed(args.seed)  # PTI is deterministic; the seed is set and recorded all the same
+    settings = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
+    inversion = invert(pipe, image, method="pti", prompt=init_prompt, progress=not args.quiet, **settings)
+    inversion.settings["seed"] = args.seed
+    return inversion
+
+
+def eta_name(eta: float) -> str:
+    """Two decimals, or every digit where two would merge distinct etas."""
+    return f"{eta:.2f}" if round(eta, 2) == eta else repr(eta)
+
+
+def eta_files(out: Path, etas: list[float]) -> dict[float, Path]:
+    """OUT itself for one eta; OUT_eta0.80.png and so on for several."""
+    if len(etas) == 1:
+        return {etas[0]: out}
+    return {eta: out.with_name(f"{out.stem}_eta{eta_name(eta)}{out.suffix}") for eta in etas}
+
+
+# -------------------------------------------------------------------------------------------------- commands
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    # 1. Check every argument and output, and read the input, before the model loads.
+    target = check_prompt(args.target, "--target")
+    etas = parse_etas(args.eta or [str(DEFAULT_ETA)], args.allow_extrapolation)
+    check_ranges(args)
+    if args.init_prompt is not None:
+        check_prompt(args.init_prompt, "--init-prompt")
+    out = check_suffix(args.output, ".png", "the output")
+    files = eta_files(out, etas)
+    grid = out.with_name(f"{out.stem}_grid{out.suffix}") if len(etas) > 1 else None
+    inversion_path = Path(args.inversion) if args.inversion else None
+    reuse = inversion_path is not None and inversion_path.exists()
+    writes_inversion = inversion_path is not None and not reuse
+    if writes_inversion:
+        check_suffix(args.inversion, ".safetensors", "--inversion")
+    outputs, inputs = list(files.values()), [args.input]
+    outputs += [grid] if grid is not None else []
+    outputs += [inversion_path] if writes_inversion else []
+    inputs += [inversion_path] if reuse else []
+    check_outputs(outputs, force=args.force, inputs=inputs)
+    image = load_image(args.input)
+    init_prompt = target if args.init_from_target else args.init_prompt
+    if reuse:
+        inversion = Inversion.load(inversion_path)
+        check_reusable(inversion, inversion_path, args, init_prompt)
+    # 2. Load the model; reuse the inversion if it fits it and the image, else invert (PTI stage 1).
+    pipe = open_model(args)
+    if reuse:
+        inversion.check_compatible(pipeline_fingerprint(pipe))
+        if inversion.fingerprint.get("image_sha256") != pixels_sha256(fit_to_model(image, resolution(pipe))):
+            raise ValueError(f"{inversion_path} was made from another image than {args.input}")
+    else:
+        inversion = run_inversion(pipe, image, args, init_prompt or "")
+        if writes_inversion:
+            write_inversion(inversion, inversion_path)
+            say(args, f"wrote {inversion_path}")
+    # 3. Edit (PTI stage 2). The grid shows the reconstruction (eta = 0) too: sampled in the same batch.
+    sampled = etas if grid is None or 0.0 in etas else [0.0, *etas]
+    results = dict(zip(sampled, edit(pipe, inversion, target, sampled, progress=not args.quiet,
+                                     allow_extrapolation=args.allow_extrapolation)))
+    for eta, path in files.items():
+        result = results[eta]
+        if args.keep_size:
+            side = min(image.size)
+            result = result.resize((side, side), Image.LANCZOS)
+        write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed))
+        say(args, f"wrote {path}")
+    if grid is not None:
+        row = [fit_to_model(image, resolution(pipe)), results[0.0], *(results[eta] for eta in etas)]
+        picture = label_grid([row], ["input", "reconstruction", *(f"eta {eta_name(eta)}" for eta in etas)])
+        write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed))
+        say(args, f"wrote {grid}")
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    check_ranges(args)
+    init_prompt = "" if args.init_prompt is None else check_prompt(args.init_prompt, "--init-prompt")
+    out = check_suffix(args.output, ".safetensors", "the output")
+    check_outputs([out], force=args.force, inputs=[args.input])
+    image = load_image(args.input)
+    pipe = open_model(args)
+    write_inversion(run_inversion(pipe, image, args, init_prompt), out)
+    say(args, f"wrote {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    out = check_suffix(args.output, ".png", "the output")
+    check_outputs([out], force=args.force, inputs=[args.inversion])
+    inversion = Inversion.load(args.inversion)
+    pipe = open_model(args)
+    inversion.check_compatible(pipeline_fingerprint(pipe))
+    image = reconstruct(pipe, inversion, progress=not args.quiet)
+    write_png(image, out, result_settings(inversion, prompt="", eta=0.0, seed=inversion.settings.get("seed")))
+    say(args, f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; the demo writes into a folder")
+    if folder.is_dir():
+        check_outputs(demo_files(folder), force=args.force)
+    else:  # created with its parents; the nearest existing one must take it
+        check_folder(next(parent for parent in folder.absolute().parents if parent.exists()))
+    pipe = open_model(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    run_demo(pipe, folder, progress=not args.quiet)
+    say(args, f"wrote {len(demo_files(folder))} files to {folder} (grid.png shows them all) "
+              f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- parser
+
+def add_common_options(parser: argparse.ArgumentParser, show_model: bool = True) -> None:
+    group = parser.add_argument_group("model and run")
+    group.add_argument("--model", metavar="ID_OR_DIR", help="diffusers Stable Diffusion folder or hub id "
+                       "(default: the embedded shapes-world model)" if show_model else argparse.SUPPRESS)
+    group.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default cpu)")
+    group.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
+                       help="weights' precision (default fp32 on the CPU, fp16 on GPUs)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    group.add_argument("--force", action="store_true", help="overwrite existing output files")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of unexpected errors")
+
+
+def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
+    group = parser.add_argument_group("inversion (PTI stage 1)")
+    group.add_argument("--steps", type=int, help="DDIM steps, 1..1000 (default 50)")
+    group.add_argument("--guidance", type=float, help="classifier-free guidance scale, 0..50 (default 7.5)")
+    group.add_argument("--inner-steps", type=int, help="Adam steps tuning c_t at each step, 0..100 (default 10)")
+    init = group.add_mutually_exclusive_group() if with_target else group
+    init.add_argument("--init-prompt", metavar="TEXT", help="prompt c_T starts from "
+                      "(default: the empty prompt, so one inversion serves any target)")
+    if with_target:
+        init.add_argument("--init-from-target", action="store_true", help="start c_T from the target prompt")
+    group.add_argument("--seed", type=int, default=0, help="torch seed, recorded in the outputs (default 0)")
+
+
+def build_parser(argv: list[str]) -> ArgumentParser:
+    """The full parser; a delegated subcommand's module is imported only when that subcommand is invoked."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = ArgumentParser(prog="ptiedit", formatter_class=raw, description="Text-driven editing of real images "
+                            "with Prompt Tuning Inversion (Dong et al., ICCV 2023).", epilog=IMAGES_HELP)
+    parser.add_argument("--version", action="version", version=f"ptiedit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("edit", formatter_class=raw, epilog=IMAGES_HELP, help="invert an image and edit it",
+                            description="Invert INPUT with PTI and sample it again toward --target, blending the "
+                            "tuned embeddings with the target's: c~_t = eta c_target + (1 - eta) c_t.")
+    p.add_argument("input", metavar="INPUT", help="image to edit")
+    p.add_argument("--target", required=True, metavar="PROMPT", help="what the edited image shows")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="edited image; with several etas the "
+                   "base name of OUT_eta0.60.png, ... and OUT_grid.png (input | reconstruction | edits)")
+    p.add_argument("--eta", action="append", metavar="ETA[,ETA...]", help="share of the target prompt in [0, 1]: "
+                   f"0 reconstructs, 1 is the target prompt alone; repeat or list for a sweep (default {DEFAULT_ETA})")
+    p.add_argument("--allow-extrapolation", action="store_true", help="allow eta above 1")
+    p.add_argument("--inversion", metavar="INV.safetensors", help="reuse this inversion if it exists (it must "
+                   "come from the same image, model and settings), else write the new one here")
+    p.add_argument("--keep-size", action="store_true", help="resize results to the input's centred square")
+    add_inversion_options(p, with_target=True)
+    add_common_options(p)
+    p.set_defaults(run=cmd_edit)
+
+    p = commands.add_parser("invert", formatter_class=raw, epilog=IMAGES_HELP, help="invert an image with PTI",
+                            description="Invert INPUT with PTI and save the inversion for `edit --inversion`.")
+    p.add_argument("input", metavar="INPUT", help="image to invert")
+    p.add_argument("-o", "--output", required=True, metavar="INV.safetensors", help="inversion file to write")
+    add_inversion_options(p, with_target=False)
+    add_common_options(p)
+    p.set_defaults(run=cmd_invert)
+
+    p = commands.add_parser("reconstruct", help="sample an inversion back (eta = 0)",
+                            description="Sample an inversion back to its image (eta = 0); needs the model that "
+                            "made it (--model).")
+    p.add_argument("inversion", metavar="INV.safetensors", help="file written by `ptiedit invert`")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="reconstructed image")
+    add_common_options(p)
+    p.set_defaults(run=cmd_reconstruct)
+
+    p = commands.add_parser("demo", help="edit a shapes-world scene three ways",
+                            description="Invert a rendered red circle on white with the embedded model, edit it "
+                            f"(green circle, yellow background, star) at eta {', '.join(map(str, DEMO_ETAS))} and "
+                            "write every image and a labelled grid.png.")
+    p.add_argument("-o", "--output", default="ptiedit-demo", metavar="DIR", help="folder (default ptiedit-demo)")
+    add_common_options(p, show_model=False)
+    p.set_defaults(run=cmd_demo)
+
+    words = [word for word in argv if not word.startswith("-")]
+    toyworld = commands.add_parser("toyworld", help="the shapes world: train its model")
+    toyworld_commands = toyworld.add_subparsers(dest="toyworld_command", metavar="COMMAND", required=True)
+    for name, (_, _, help_text) in DELEGATED.items():
+        path = name.split()
+        where = toyworld_commands if path[0] == "toyworld" else commands
+        p = where.add_parser(path[-1], help=help_text, description=help_text)
+        if words[:len(path)] == path:
+            module = import_command(name)
+            module.add_arguments(p)
+            p.set_defaults(run=module.run)
+    return parser
+
+
+def import_command(name: str):
+    """The module of a delegated subcommand, or one line saying what to install."""
+    module_name, extra, _ = DELEGATED[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing.split(".")[0] == "ptiedit":
+            raise ValueError(f"`ptiedit {name}` is not available in this installation ({missing} is missing)") \
+                from None
+        install = f"pip install 'ptiedit[{extra}]'" if extra else f"pip install {missing.split('.')[0]}"
+        raise ValueError(f"`ptiedit {name}` needs {missing}, which is not installed: {install}") from None
+    if not (hasattr(module, "add_arguments") and hasattr(module, "run")):
+        raise ValueError(f"`ptiedit {name}` is not available: {module_name} has no add_arguments/run")
+    return module
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+def one_line(error: BaseException | str) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def reported_warnings(show_all: bool):
+    """A truncated prompt becomes one `ptiedit: warning:` line; other library warnings only with --debug."""
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = one_line(message)
+        if (show_all or issubclass(category, PromptTruncatedWarning)) and text not in shown:
+            shown.add(text)
+            print(f"ptiedit: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (the console script exits with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    if "--debug" not in argv:  # read when the libraries load: their notices would add lines to stderr
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    try:
+        with reported_warnings(show_all="--debug" in argv):
+            args = build_parser(argv).parse_args(argv)
+            debug = args.debug
+            return int(args.run(args) or 0)
+    except SystemExit as done:  # --help, --version, or a delegated command exiting
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0
+        print(f"ptiedit: error: {one_line(done.code)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ptiedit: interrupted", file=sys.stderr)
+        return 130
+    except ValueError as error:
+        if debug and not isinstance(error, UsageError):
+            raise
+        print(f"ptiedit: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if debug:
+            raise
+        print(f"ptiedit: error: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

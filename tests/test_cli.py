@@ -1,0 +1,419 @@
+"""The `ptiedit` command line on tiny random-weight models: outputs, metadata, reuse, and every bad input.
+
+Bad input must give exactly one stderr line `ptiedit: error: ...`, a non-zero exit and no traceback, and must
+never touch an existing file. Most runs call main() in-process; a few run the console script to prove it.
+"""
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ptiedit.images
+from ptiedit.images import fit_to_model, load_image, pixels_sha256
+from ptiedit.interfaces import cli
+from ptiedit.outputs import read_png_settings
+
+from .conftest import build_tiny_pipeline
+
+FAST = ["--steps", "2", "--inner-steps", "1"]
+TARGET = "a green circle on a white background"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two tiny epsilon models in two folders: the second stands for 'another model'."""
+    folders = []
+    for name in ("model-a", "model-b"):
+        folder = tmp_path_factory.mktemp(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_tiny_pipeline("epsilon").save_pretrained(folder, safe_serialization=True)
+        folders.append(str(folder))
+    return folders
+
+
+@pytest.fixture
+def model(models):
+    return models[0]
+
+
+def write_image(path: Path, size=(24, 20), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def image(tmp_path):
+    return write_image(tmp_path / "input.png")
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(code, err, *phrases):
+    lines = err.strip().splitlines()
+    assert code != 0
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ptiedit: error: "), err
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+
+def test_edit_writes_a_png_carrying_its_settings(capsys, tmp_path, image, model):
+    out = tmp_path / "out.png"
+    code, stdout, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST,
+                            "--guidance", "5", "--seed", "7")
+    assert code == 0, err
+    assert f"wrote {out}" in stdout and "Traceback" not in err
+    with Image.open(out) as png:
+        assert png.size == (16, 16)
+        parameters = png.text["parameters"]
+    settings = read_png_settings(out)
+    expected_sha = pixels_sha256(fit_to_model(load_image(image), 16))
+    assert settings == {"prompt": TARGET, "eta": 0.8, "seed": 7, "steps": 2, "guidance": 5.0, "inner_steps": 1,
+                        "init_prompt": "", "method": "pti", "model": str(Path(model).resolve()),
+                        "model_sha256": settings["model_sha256"], "input_sha256": expected_sha,
+                        "version": ptiedit.__version__}
+    assert "\n" not in parameters
+    for part in (f'Prompt: "{TARGET}"', "Eta: 0.8", "Steps: 2", "Guidance: 5.0", "Inner steps: 1", "Seed: 7",
+                 "Method: pti", f"Input sha256: {expected_sha}"):
+        assert part in parameters
+
+
+def test_eta_sweep_writes_one_file_per_eta_and_a_grid(capsys, tmp_path, image, model):
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--eta", "0.5", "--eta", "0.7,1", "--keep-size")
+    assert code == 0, err
+    names = {"out_eta0.50.png", "out_eta0.70.png", "out_eta1.00.png", "out_grid.png"}
+    assert {p.name for p in tmp_path.glob("out*")} == names
+    assert [read_png_settings(tmp_path / f"out_eta{e}.png")["eta"] for e in ("0.50", "0.70", "1.00")] == [0.5, 0.7, 1]
+    edits = [np.asarray(Image.open(tmp_path / f"out_eta{e}.png")) for e in ("0.50", "1.00")]
+    assert edits[0].shape == (20, 20, 3)  # --keep-size: the input's centred square, 24x20 -> 20x20
+    assert np.abs(edits[0].astype(int) - edits[1]).max() > 0
+    grid = Image.open(tmp_path / "out_grid.png")
+    assert read_png_settings(tmp_path / "out_grid.png")["etas"] == [0.5, 0.7, 1.0]
+    assert grid.width == 5 * 128  # input | reconstruction | three etas
+    top = grid.height - 128
+    cell = grid.crop((0, top, 128, top + 128))
+    assert cell.tobytes() == fit_to_model(load_image(image), 16).resize((128, 128), Image.NEAREST).tobytes()
+
+
+def test_invert_reconstruct_and_edit_reuse_one_inversion(capsys, tmp_path, image, tiny_model_dir):
+    model, inv = str(tiny_model_dir), tmp_path / "inv.safetensors"
+    assert run(capsys, "invert", image, "-o", inv, "--model", model, *FAST, "--quiet")[0] == 0
+    before = snapshot(tmp_path)[inv.name]
+    code, _, err = run(capsys, "reconstruct", inv, "-o", tmp_path / "rec.png", "--model", model, "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "--eta", "0", "-o", tmp_path / "e0.png",
+                       "--model", model, "--inversion", inv, "--quiet")
+    assert code == 0, err
+    assert snapshot(tmp_path)[inv.name] == before  # reused, not rewritten
+    rec, e0 = (np.asarray(Image.open(tmp_path / name)) for name in ("rec.png", "e0.png"))
+    assert np.array_equal(rec, e0)  # eta = 0 from the reused inversion is its reconstruction
+    assert read_png_settings(tmp_path / "e0.png")["steps"] == 2  # settings come from the inversion
+
+
+def test_edit_writes_a_missing_inversion_then_reuses_it_only_with_matching_settings(capsys, tmp_path, image, model):
+    inv = tmp_path / "inv.safetensors"
+    common = ["--target", TARGET, "--model", model, "--inversion", inv, "--quiet"]
+    assert run(capsys, "edit", image, "-o", tmp_path / "a.png", *common, *FAST)[0] == 0
+    assert inv.exists()
+    before = snapshot(tmp_path)
+    for option, phrase in [(["--steps", "3"], "--steps 3"), (["--guidance", "2"], "--guidance 2.0"),
+                           (["--inner-steps", "4"], "--inner-steps 4"), (["--init-from-target"], "init prompt"),
+                           (["--init-prompt", "a red circle"], "init prompt")]:
+        code, _, err = run(capsys, "edit", image, "-o", tmp_path / "b.png", *common, *option)
+        assert_one_error_line(code, err, phrase, str(inv))
+    assert snapshot(tmp_path) == before
+    assert run(capsys, "edit", image, "-o", tmp_path / "b.png", *common, *FAST)[0] == 0
+
+
+def test_inversions_are_refused_for_another_model_or_image(capsys, tmp_path, image, models):
+    inv = tmp_path / "inv.safetensors"
+    assert run(capsys, "invert", image, "-o", inv, "--model", models[0], *FAST, "--quiet")[0] == 0
+    code, _, err = run(capsys, "reconstruct", inv, "-o", tmp_path / "r.png", "--model", models[1])
+    assert_one_error_line(code, err, "invert the image again")
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "e.png", "--model", models[1],
+                       "--inversion", inv)
+    assert_one_error_line(code, err, "invert the image again")
+    other = write_image(tmp_path / "other.png", seed=1)
+    code, _, err = run(capsys, "edit", other, "--target", TARGET, "-o", tmp_path / "e.png", "--model", models[0],
+                       "--inversion", inv)
+    assert_one_error_line(code, err, "another image")
+    assert not (tmp_path / "r.png").exists() and not (tmp_path / "e.png").exists()
+
+
+def test_long_prompt_warns_once_naming_dropped_words_then_edits(capsys, tmp_path, image, model):
+    prompt = "red " * 80 + "finalword"
+    code, _, err = run(capsys, "edit", image, "--target", prompt, "-o", tmp_path / "o.png", "--model", model,
+                       *FAST, "--quiet", "--init-from-target")  # encoded twice: one warning all the same
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptiedit: warning: ") and "finalword" in lines[0]
+    assert (tmp_path / "o.png").exists()
+
+
+def test_extrapolation_is_allowed_when_asked(capsys, tmp_path, image, model):
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model,
+                       *FAST, "--quiet", "--eta", "1.5", "--allow-extrapolation")
+    assert code == 0, err
+    assert read_png_settings(tmp_path / "o.png")["eta"] == 1.5
+
+
+# ----------------------------------------------------------------------------------------- no overwriting
+
+def test_existing_outputs_are_kept_without_force_and_replaced_with_it(capsys, tmp_path, image, model):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    args = ["edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet"]
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, *args)
+    assert_one_error_line(code, err, str(out), "--force")
+    assert snapshot(tmp_path) == before
+    assert run(capsys, *args, "--force")[0] == 0
+    assert read_png_settings(out)["prompt"] == TARGET
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_every_output_is_checked_before_any_work(capsys, tmp_path, image, model, monkeypatch):
+    (tmp_path / "out_grid.png").write_bytes(b"precious")  # only the last output of a sweep exists
+    monkeypatch.setattr(cli, "load_pipeline", lambda *a, **k: pytest.fail("loaded the model before checking"))
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "out.png", "--eta", "0.5,1",
+                       "--model", model)
+    assert_one_error_line(code, err, "out_grid.png")
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "new.png", "--model", model,
+                       "--inversion", tmp_path / "missing" / "inv.safetensors")
+    assert_one_error_line(code, err, "does not exist")
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_write_leaves_the_old_file_and_no_debris(capsys, tmp_path, image, model, monkeypatch):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    real_save = Image.Image.save
+
+    def save_half_then_interrupt(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        Path(fp).write_bytes(Path(fp).read_bytes()[:20])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", save_half_then_interrupt)
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--force")
+    assert code == 130 and err.strip() == "ptiedit: interrupted"
+    assert snapshot(tmp_path) == before  # no half file, no temporary file left behind
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(capsys, tmp_path, image, model, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the GPU caught fire\nsecond line")
+
+    monkeypatch.setattr(cli, "load_pipeline", broken)
+    args = ["edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model]
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    assert err.strip() == "ptiedit: error: RuntimeError: the GPU caught fire second line"
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", *map(str, args)])
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+def bad_inputs(tmp: Path, image: Path, model: str):
+    """(argv, phrase the error line must hold) for every bad input the CLI must refuse."""
+    text = tmp / "notes.png"
+    text.write_text("not an image")
+    empty = tmp / "empty.png"
+    empty.write_bytes(b"")
+    for fmt in ("png", "jpeg"):
+        whole = tmp / f"whole.{fmt}"
+        Image.open(image).save(whole)
+        (tmp / f"half.{fmt}").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    corrupt = tmp / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    parent_file = tmp / "afile"
+    parent_file.write_text("x")
+    out = tmp / "out.png"
+
+    def edit(*extra, source=image, output=out):
+        return ["edit", source, "--target", TARGET, "-o", output, "--model", model, *extra]
+
+    named_like_inversion = tmp / "picture.safetensors"
+    named_like_inversion.write_bytes(image.read_bytes())
+    inversion_named_png = tmp / "inversion.png"
+    inversion_named_png.write_bytes(corrupt.read_bytes())
+    return {
+        "missing input": (edit(source=tmp / "absent.png"), "no such file"),
+        "folder as input": (edit(source=tmp), "is a folder"),
+        "text file": (edit(source=text), "not a readable image"),
+        "empty file": (edit(source=empty), "not a readable image"),
+        "truncated png": (edit(source=tmp / "half.png"), "not a readable image"),
+        "truncated jpeg": (edit(source=tmp / "half.jpeg"), "not a readable image"),
+        "empty prompt": (["edit", image, "--target", "", "-o", out], "--target is empty"),
+        "blank prompt": (["edit", image, "--target", " \t ", "-o", out], "--target is empty"),
+        "blank init prompt": (edit("--init-prompt", "  "), "--init-prompt is empty"),
+        "eta above 1": (edit("--eta", "1.2"), "--allow-extrapolation"),
+        "eta below 0": (edit("--eta", "0.5,-0.1"), "--eta must be in [0, 1]"),
+        "eta nan": (edit("--eta", "nan"), "--eta must be in [0, 1]"),
+        "eta not a number": (edit("--eta", "high"), "'high' is not a number"),
+        "steps 0": (edit("--steps", "0"), "--steps must be between 1 and 1000"),
+        "steps 1001": (edit("--steps", "1001"), "--steps must be between 1 and 1000"),
+        "steps not a number": (edit("--steps", "ten"), "invalid int value"),
+        "inner steps -1": (edit("--inner-steps", "-1"), "--inner-steps must be between 0 and 100"),
+        "inner steps 101": (edit("--inner-steps", "101"), "--inner-steps must be between 0 and 100"),
+        "guidance -1": (edit("--guidance", "-1"), "--guidance must be between 0 and 50"),
+        "guidance 51": (edit("--guidance", "51"), "--guidance must be between 0 and 50"),
+        "guidance nan": (edit("--guidance", "nan"), "--guidance must be between 0 and 50"),
+        "negative seed": (edit("--seed", "-1"), "--seed must be"),
+        "no target": (["edit", image, "-o", out], "--target"),
+        "unknown option": (edit("--colour", "red"), "unrecognized arguments"),
+        "two init options": (edit("--init-prompt", "x", "--init-from-target"), "not allowed with"),
+        "unknown model": (["edit", image, "--target", TARGET, "-o", out, "--model", "no-such-org/no-such-model"],
+                          "cannot load model"),
+        "not a model folder": (["edit", image, "--target", TARGET, "-o", out, "--model", tmp], "model_index.json"),
+        "unknown device": (edit("--device", "toaster"), "unknown device"),
+        "fp16 on the cpu": (edit("--dtype", "fp16"), "fp16"),
+        "corrupt inversion": (edit("--inversion", corrupt), "corrupt.safetensors"),
+        "corrupt inversion to reconstruct": (["reconstruct", corrupt, "-o", out, "--model", model],
+                                             "corrupt.safetensors"),
+        "missing inversion to reconstruct": (["reconstruct", tmp / "no.safetensors", "-o", out], "no such file"),
+        "output folder missing": (edit(output=tmp / "nowhere" / "o.png"), "does not exist"),
+        "output under a file": (edit(output=parent_file / "o.png"), "is not a folder"),
+        "output is a folder": (edit(output=tmp / "sub.png"), "is a folder"),
+        "output not png": (edit(output=tmp / "o.jpg"), "must be a .png file"),
+        "input is the output": (edit("--force", output=image), "is also an input"),
+        "input linked as the output": (edit("--force", output=tmp / "link.png"), "is also an input"),
+        "inversion linked to the output": (edit("--inversion", tmp / "link.safetensors"), "named twice"),
+        "inversion not safetensors": (edit("--inversion", tmp / "inv.pt"), "must be a .safetensors file"),
+        "invert output exists": (["invert", image, "-o", corrupt, "--model", model], "--force"),
+        "invert output not safetensors": (["invert", image, "-o", tmp / "inv.png"], "must be a .safetensors"),
+        "invert into its input": (["invert", named_like_inversion, "-o", named_like_inversion, "--force"],
+                                  "is also an input"),
+        "reconstruct over its input": (["reconstruct", inversion_named_png, "-o", inversion_named_png, "--force"],
+                                       "is also an input"),
+        "demo into a file": (["demo", "-o", parent_file], "is a file"),
+        "demo under a file": (["demo", "-o", parent_file / "demo"], "is not a folder"),
+        "no command": ([], "required"),
+        "unknown command": (["paint"], "invalid choice"),
+    }
+
+
+def test_every_bad_input_gets_one_error_line_and_changes_nothing(capsys, tmp_path, image, model, monkeypatch):
+    (tmp_path / "sub.png").mkdir()
+    (tmp_path / "link.png").symlink_to(image)
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "out.png")  # dangling until out.png is written
+    cases = bad_inputs(tmp_path, image, model)
+    before = snapshot(tmp_path)
+    failures = []
+    for name, (argv, phrase) in cases.items():
+        code, _, err = run(capsys, *argv)
+        try:
+            assert_one_error_line(code, err, phrase)
+            assert snapshot(tmp_path) == before
+        except AssertionError as error:
+            failures.append(f"{name}: {error}")
+    assert not failures, "\n".join(failures)
+
+
+def test_decompression_bomb_and_unwritable_folder(capsys, tmp_path, image, model, monkeypatch):
+    monkeypatch.setattr(ptiedit.images, "MAX_PIXELS", 100)
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model)
+    assert_one_error_line(code, err, "too large")
+    monkeypatch.undo()
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode))
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", folder / "o.png", "--model", model)
+    assert_one_error_line(code, err, "not writable")
+    assert not any(folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------- wiring and help
+
+@pytest.mark.parametrize("command", [["edit"], ["invert"], ["reconstruct"], ["demo"], ["toyworld", "train"], []])
+def test_help_works_for_every_command(capsys, command):
+    code, out, err = run(capsys, *command, "--help")
+    assert code == 0 and err == ""
+    assert out.startswith("usage: ptiedit")
+    expected = {"edit": "--keep-size", "invert": "--inner-steps", "reconstruct": "--model", "demo": "--force",
+                "toyworld": "--out"}
+    assert expected.get(command[0] if command else "", "COMMAND") in out
+
+
+def test_delegated_commands_load_lazily_and_name_what_to_install(capsys, tmp_path, monkeypatch):
+    (tmp_path / "fake_ui.py").write_text("import not_an_installed_package_xyz\n")
+    (tmp_path / "fake_bench.py").write_text(
+        "def add_arguments(parser):\n    parser.add_argument('--n', type=int, required=True)\n"
+        "def run(args):\n    if args.n < 0:\n        raise ValueError('--n must be >= 0')\n    return args.n\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DELEGATED, "ui", ("fake_ui", "ui", "web app"))
+    monkeypatch.setitem(cli.DELEGATED, "bench", ("fake_bench", "eval", "benchmark"))
+    assert run(capsys, "bench", "--n", "3")[0] == 3
+    assert "fake_ui" not in sys.modules  # only the invoked command's module is imported
+    code, _, err = run(capsys, "bench", "--n", "-1")
+    assert_one_error_line(code, err, "--n must be >= 0")
+    code, _, err = run(capsys, "ui")
+    assert_one_error_line(code, err, "not_an_installed_package_xyz", "pip install 'ptiedit[ui]'")
+    monkeypatch.setitem(cli.DELEGATED, "ui", ("ptiedit.no_such_module", "ui", "web app"))
+    code, _, err = run(capsys, "ui")
+    assert_one_error_line(code, err, "not available in this installation")
+
+
+def test_demo_writes_every_file_and_refuses_to_overwrite(capsys, tmp_path, model):
+    from ptiedit.demo import EDITS, ETAS, demo_files
+
+    folder = tmp_path / "new" / "demo"  # created with its parent
+    code, _, err = run(capsys, "demo", "-o", folder, "--model", model, "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in demo_files(folder))
+    grid = Image.open(folder / "grid.png")
+    assert grid.height > len(EDITS) * 128 and grid.width > (2 + len(ETAS)) * 128  # plus labels
+    assert read_png_settings(folder / "object-color-green_eta0.80.png")["prompt"] == \
+        "a big green circle in the center on a white background"
+    before = snapshot(folder)
+    code, _, err = run(capsys, "demo", "-o", folder, "--model", model)
+    assert_one_error_line(code, err, "--force")
+    assert snapshot(folder) == before
+
+
+# --------------------------------------------------------------------------------------- console script
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["edit", "absent.png", "--target", TARGET, "-o", "o.png"], "no such file"),
+    (["edit", "in.png", "--target", TARGET, "-o", "o.png", "--steps", "many"], "invalid int value"),
+    (["edit", "in.png", "--target", TARGET, "-o", "o.png", "--model", "no-such-org/no-such-model"],
+     "cannot load model"),
+])
+def test_console_script_prints_one_line_and_no_traceback(tmp_path, argv, phrase):
+    write_image(tmp_path / "in.png")
+    script = Path(sys.executable).with_name("ptiedit")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(script), *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert_one_error_line(done.returncode, done.stderr, phrase)
+    assert done.returncode == 2 and not (tmp_path / "o.png").exists()

@@ -1,0 +1,136 @@
+"""Behaviour of the two PTI stages and the DDIM core they stand on."""
+import pytest
+import torch
+from PIL import Image
+
+import ptiedit
+from ptiedit.diffusion.conditioning import encode_image, encode_prompt
+from ptiedit.diffusion.ddim import ddim_invert, make_schedule, sample_ddim
+from ptiedit.diffusion.model import NoisePredictor
+from ptiedit.editing.edit import edit_latents
+from ptiedit.inversion.pti import prompt_tuning_inversion
+
+
+class GaussianDataUNet(torch.nn.Module):
+    """Exact denoiser for data ~ N(mu, s^2 I), in the scheduler's prediction type (a closed-form stand-in)."""
+
+    def __init__(self, alphas_cumprod, prediction_type, mu, s=0.5):
+        super().__init__()
+        self.acp, self.prediction_type, self.mu, self.s = alphas_cumprod.double(), prediction_type, mu, s
+        self.dtype = torch.float32
+
+    def forward(self, z, t, encoder_hidden_states):
+        a = float(self.acp[int(t)])
+        eps = (1 - a) ** 0.5 * (z - a ** 0.5 * self.mu) / (a * self.s ** 2 + 1 - a)
+        x0 = (z - (1 - a) ** 0.5 * eps) / a ** 0.5
+        out = eps if self.prediction_type == "epsilon" else a ** 0.5 * eps - (1 - a) ** 0.5 * x0
+        return type("Output", (), {"sample": out.float()})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddim_inversion_then_sampling_reconstructs_with_exact_model(prediction_type):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(1, 4, 8, 8, generator=gen)
+    z0 = mu + 0.5 * torch.randn(1, 4, 8, 8, generator=gen)
+    model = NoisePredictor(GaussianDataUNet(scheduler.alphas_cumprod, prediction_type, mu), scheduler)
+    c = torch.zeros(1, 1, 1)
+    errors = {}
+    for steps in (50, 200):
+        schedule = make_schedule(scheduler, steps)
+        z_T = ddim_invert(model, z0, schedule, c, progress=False)[-1]
+        assert z_T.std() > 0.8  # really noise, not the image
+        z0_back = sample_ddim(model, z_T, schedule, c, c, guidance=1.0, progress=False)
+        errors[steps] = (torch.nn.functional.mse_loss(z0_back, z0) / z0.var()).item()
+    # Only the ODE's discretization error remains, and it shrinks quickly with the step count.
+    assert errors[200] < 2e-4 and errors[200] < errors[50] / 8
+
+
+def _image(size):
+    pixels = torch.zeros(size, size, 3, dtype=torch.uint8)
+    pixels[:] = torch.tensor([240, 240, 240], dtype=torch.uint8)
+    pixels[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = torch.tensor([220, 40, 40], dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+@pytest.fixture(scope="module")
+def tiny_inversion(tiny_pipe):
+    return ptiedit.invert(tiny_pipe, _image(16), steps=5, inner_steps=3, progress=False)
+
+
+def test_eta_zero_replays_the_tuned_reconstruction(tiny_pipe):
+    """Stage 2 at eta=0 lands on exactly the latent stage 1 produced (same c_t, same steps)."""
+    z0 = encode_image(tiny_pipe, _image(16))
+    schedule = make_schedule(tiny_pipe.scheduler, 5)
+    null = encode_prompt(tiny_pipe, "")
+    result = prompt_tuning_inversion(NoisePredictor(tiny_pipe.unet, tiny_pipe.scheduler), z0, schedule,
+                                     prompt_embedding=null, null_embedding=null, guidance=7.5, inner_steps=3,
+                                     progress=False)
+    inversion = ptiedit.Inversion("pti", result.z_T, schedule.timesteps, result.cond, result.uncond,
+                                  {"guidance": 7.5}, ptiedit.inversion.invert.pipeline_fingerprint(tiny_pipe))
+    replay = edit_latents(tiny_pipe, inversion, "a green circle", [0.0], progress=False)
+    torch.testing.assert_close(replay, result.reconstruction, atol=1e-4, rtol=1e-4)
+
+
+def test_eta_one_is_plain_target_sampling_from_z_T(tiny_pipe, tiny_inversion):
+    edited = edit_latents(tiny_pipe, tiny_inversion, "a green circle", [1.0], progress=False)
+    model = NoisePredictor(tiny_pipe.unet, tiny_pipe.scheduler)
+    plain = sample_ddim(model, tiny_inversion.z_T, make_schedule(tiny_pipe.scheduler, 5),
+                        encode_prompt(tiny_pipe, "a green circle"), encode_prompt(tiny_pipe, ""), 7.5, progress=False)
+    torch.testing.assert_close(edited, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_etas_equal_one_by_one(tiny_pipe, tiny_inversion):
+    etas = [0.0, 0.5, 1.0]
+    batched = edit_latents(tiny_pipe, tiny_inversion, "a green circle", etas, progress=False)
+    single = torch.cat([edit_latents(tiny_pipe, tiny_inversion, "a green circle", [e], progress=False) for e in etas])
+    torch.testing.assert_close(batched, single, atol=2e-4, rtol=1e-4)  # batched kernels round differently
+    assert not torch.allclose(batched[0], batched[2])  # eta really changes the result
+
+
+def test_save_load_round_trip_is_bit_exact(tiny_pipe, tiny_inversion, tmp_path):
+    path = tmp_path / "inv.safetensors"
+    tiny_inversion.save(path)
+    loaded = ptiedit.Inversion.load(path)
+    for name in ("z_T", "timesteps", "cond", "uncond"):
+        assert torch.equal(getattr(loaded, name), getattr(tiny_inversion, name))
+    assert loaded.settings == tiny_inversion.settings and loaded.fingerprint == tiny_inversion.fingerprint
+    a = edit_latents(tiny_pipe, tiny_inversion, "a blue square", [0.7], progress=False)
+    b = edit_latents(tiny_pipe, loaded, "a blue square", [0.7], progress=False)
+    assert torch.equal(a, b)
+
+
+def test_corrupt_inversion_file_is_refused(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        ptiedit.Inversion.load(path)
+
+
+def test_edit_with_another_model_is_refused(tiny_inversion, tiny_pipe):
+    from tests.conftest import build_tiny_pipeline
+
+    other = build_tiny_pipeline("epsilon")
+    torch.manual_seed(1)
+    for p in other.unet.parameters():
+        p.data.add_(torch.randn_like(p) * 0.01)  # same architecture, different weights
+    other.ptiedit_model_name = tiny_pipe.ptiedit_model_name
+    with pytest.raises(ValueError, match="invert the image again"):
+        ptiedit.edit(other, tiny_inversion, "a green circle", 0.5, progress=False)
+
+
+def test_eta_out_of_range_is_refused(tiny_pipe, tiny_inversion):
+    with pytest.raises(ValueError, match="eta"):
+        ptiedit.edit(tiny_pipe, tiny_inversion, "a green circle", 1.5, progress=False)
+    ptiedit.edit(tiny_pipe, tiny_inversion, "a green circle", 1.5, progress=False, allow_extrapolation=True)
+
+
+def test_pti_early_stopping_saves_unet_calls(tiny_pipe):
+    image = _image(16)
+    full = ptiedit.invert(tiny_pipe, image, steps=5, inner_steps=5, early_stop=0.0, progress=False)
+    early = ptiedit.invert(tiny_pipe, image, steps=5, inner_steps=5, early_stop=1e9, progress=False)
+    assert early.stats["unet_calls"] < full.stats["unet_calls"]
+    assert early.stats["iterations"] == [0] * 5 and full.stats["iterations"] == [5] * 5

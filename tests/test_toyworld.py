@@ -1,0 +1,187 @@
+"""Shapes world: renderer, ground-truth edits, attribute reader and tokenizer coverage."""
+import json
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ptiedit.toyworld.captions import caption, vocabulary
+from ptiedit.toyworld.edits import KINDS, Edit, apply_edit, describe_edit, edit_mask, random_edit, target_prompt
+from ptiedit.toyworld.reader import (ATTRIBUTES, attribute_agreement, matches_caption, parse_caption, read_scene,
+                                     to_rgb_array)
+from ptiedit.toyworld.render import object_mask, render
+from ptiedit.toyworld.scene import POSITIONS, SHAPES, SIZES, Obj, Scene, random_scene
+
+
+def scenes(n: int, seed: int) -> list[Scene]:
+    rng = random.Random(seed)
+    return [random_scene(rng, held_out=None) for _ in range(n)]
+
+
+def pixels(scene: Scene, size: int = 64) -> np.ndarray:
+    return np.asarray(render(scene, size))
+
+
+def test_render_is_deterministic_and_depends_on_the_scene():
+    for scene in scenes(10, seed=1):
+        assert render(scene).tobytes() == render(scene).tobytes()
+    a, b = scenes(2, seed=2)
+    assert render(a).tobytes() != render(b).tobytes()
+
+
+@pytest.mark.parametrize("size_name", SIZES)
+def test_object_masks_are_soft_coverage_in_unit_range(size_name):
+    for shape in SHAPES:
+        for position in ("top left", "center", "bottom"):
+            mask = object_mask(Obj(shape, "red", size_name, position))
+            assert mask.shape == (64, 64) and mask.dtype == np.float32
+            assert 0.0 <= mask.min() and mask.max() <= 1.0
+            assert mask.max() == 1.0 and (mask > 0).sum() > 30  # fully covered core, visible area
+
+
+def test_edit_changes_exactly_the_pixels_inside_its_mask():
+    # Exact equality outside the mask holds because a pixel with zero coverage is mixed with weight 0
+    # (background * 1 + colour * 0) and the objects of a scene never overlap.
+    rng = random.Random(3)
+    changed_by_kind = Counter()
+    for scene in scenes(80, seed=3):
+        edit = random_edit(scene, rng)
+        before, after = pixels(scene).astype(int), pixels(apply_edit(scene, edit)).astype(int)
+        mask = edit_mask(scene, edit)
+        assert mask.shape == (64, 64) and 0.0 <= mask.min() and mask.max() <= 1.0
+        differs = np.abs(before - after).max(axis=2) > 0
+        assert not differs[mask == 0].any(), edit
+        assert differs.any(), edit
+        if edit.kind in ("object_color", "background_color"):  # every masked pixel gets a new colour
+            assert differs[mask > 0.5].mean() > 0.9, edit
+        changed_by_kind[edit.kind] += 1
+    assert set(changed_by_kind) == set(KINDS)
+
+
+def test_background_edit_mask_excludes_fully_covered_object_pixels():
+    scene = Scene("white", (Obj("square", "red", "big", "center"),))
+    mask = edit_mask(scene, Edit("background_color", "blue"))
+    assert mask[32, 32] == 0.0 and mask[0, 0] == 1.0
+
+
+def test_random_edit_is_always_a_valid_real_change():
+    rng = random.Random(4)
+    for scene in scenes(400, seed=4):
+        edit = random_edit(scene, rng)
+        edited = apply_edit(scene, edit)  # raises on an invalid scene
+        assert edited != scene
+        assert all(o.color != edited.background for o in edited.objects)
+        if edit.kind == "background_color":
+            assert edited.objects == scene.objects and edited.background == edit.value
+        else:
+            others = [o for i, o in enumerate(scene.objects) if i != edit.index]
+            assert [o for i, o in enumerate(edited.objects) if i != edit.index] == others
+        assert target_prompt(scene, edit) == caption(edited) != caption(scene)
+        assert edit.value in target_prompt(scene, edit) and edit.value in describe_edit(edit, scene)
+
+
+def test_random_edit_respects_the_requested_kinds():
+    rng = random.Random(5)
+    for scene in scenes(50, seed=5):
+        assert random_edit(scene, rng, kinds=["object_size"]).kind == "object_size"
+    with pytest.raises(ValueError):
+        random_edit(scenes(1, seed=5)[0], rng, kinds=["object_texture"])
+
+
+def test_invalid_edits_are_rejected():
+    scene = Scene("white", (Obj("circle", "red", "big", "top left"), Obj("star", "blue", "small", "bottom right")))
+    for bad in (Edit("object_color", "red", 0), Edit("object_color", "white", 0), Edit("object_shape", "star", 5),
+                Edit("background_color", "blue"), Edit("background_color", "white")):
+        with pytest.raises(ValueError):
+            apply_edit(scene, bad)
+    with pytest.raises(ValueError):
+        Edit("object_color", "circle")
+    assert describe_edit(Edit("object_color", "green", 0), scene) == \
+        "the red circle in the top left corner becomes green"
+
+
+def test_prompts_differ_only_in_the_edited_words():
+    scene = Scene("white", (Obj("circle", "red", "big", "center"),))
+    assert caption(scene) == "a big red circle in the center on a white background"
+    assert target_prompt(scene, Edit("object_shape", "heart")) == "a big red heart in the center on a white background"
+    assert describe_edit(Edit("object_size", "small"), scene) == "the big red circle becomes small"
+
+
+def accuracy(images, expected) -> dict[str, float]:
+    totals = Counter()
+    for image, scene in zip(images, expected):
+        totals.update(attribute_agreement(read_scene(image), scene))
+    return {a: totals[a] / len(expected) for a in ATTRIBUTES}
+
+
+def test_reader_recovers_fresh_renders():
+    expected = scenes(100, seed=6)
+    result = accuracy([render(s) for s in expected], expected)
+    assert min(result.values()) >= 0.98, result
+
+
+@pytest.mark.parametrize("blur, noise, shift, bar", [(0.7, 6, 10, 0.98), (1.3, 10, 15, 0.93)])
+def test_reader_survives_blur_and_colour_noise(blur, noise, shift, bar):
+    expected, rng = scenes(100, seed=7), np.random.default_rng(7)
+    images = []
+    for scene in expected:
+        image = ndimage.gaussian_filter(pixels(scene).astype(np.float32), (blur, blur, 0))
+        image += rng.normal(0, noise, image.shape) + rng.normal(0, shift, 3)  # pixel noise, global colour cast
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    result = accuracy(images, expected)
+    assert min(result.values()) >= bar, result
+
+
+def test_reader_accepts_other_sizes_and_float_arrays():
+    expected = scenes(20, seed=8)
+    assert min(accuracy([render(s, 128) for s in expected], expected).values()) >= 0.95
+    assert read_scene(pixels(expected[0]) / 255.0).to_scene() == expected[0]
+    with pytest.raises(ValueError):
+        to_rgb_array(np.zeros((64, 64)))
+    with pytest.raises(ValueError):
+        read_scene(render(expected[0]), n_objects=3)
+
+
+def test_attribute_agreement_flags_exactly_the_edited_attribute():
+    rng = random.Random(9)
+    flagged = {"object_color": "color", "object_shape": "shape", "object_size": "size",
+               "background_color": "background"}
+    for scene in scenes(40, seed=9):
+        edit = random_edit(scene, rng)
+        agreement = attribute_agreement(read_scene(render(scene)), apply_edit(scene, edit))
+        assert [a for a, ok in agreement.items() if not ok] == [flagged[edit.kind]], (scene, edit)
+
+
+def test_matches_caption_accepts_true_captions_and_rejects_edited_ones():
+    rng = random.Random(10)
+    for scene in scenes(60, seed=10):
+        image = render(scene)
+        assert matches_caption(image, caption(scene, rng))
+        assert not matches_caption(image, target_prompt(scene, random_edit(scene, rng)))
+
+
+def test_parse_caption_reads_every_phrasing():
+    spec = parse_caption("a photo of a small red star in the top left corner and a blue ring at the bottom on gray")
+    assert spec.background == "gray"
+    assert spec.objects == ({"shape": "star", "color": "red", "size": "small", "position": "top left"},
+                            {"shape": "ring", "color": "blue", "position": "bottom"})
+    with pytest.raises(ValueError):
+        parse_caption("a red thing on a white background")
+
+
+def test_tokenizer_gives_every_caption_word_one_known_token(tmp_path):
+    from ptiedit.toyworld.tokenizer import load_tokenizer, write_tokenizer
+
+    size = write_tokenizer(tmp_path, vocabulary())
+    tokenizer = load_tokenizer(tmp_path)
+    assert len(tokenizer) == size == len(json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8")))
+    rng = random.Random(11)
+    words = {w for scene in scenes(300, seed=11) for w in caption(scene, rng).split()}
+    words |= {w for p in POSITIONS for w in p.split()}
+    for word in sorted(words):
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, (word, ids)
+    text = caption(scenes(1, seed=12)[0], rng)
+    assert len(tokenizer(text, add_special_tokens=False).input_ids) == len(text.split())

@@ -1,0 +1,250 @@
+"""The web app `ptiedit ui`: its input checks, and a real headless Chromium driving it through Playwright.
+
+The browser tests serve the embedded shapes-world model when it is installed (and then check with the attribute
+reader that the edit changed the object's colour), otherwise the tiny random pipeline of conftest (16x16 px,
+where the edit can only be checked to differ from the input). PTIEDIT_UI_TEST_MODEL=DIR serves another
+diffusers folder instead (e.g. an intermediate export of the model being trained) for manual runs.
+"""
+import importlib.util
+import io
+import json
+import os
+import re
+import socket
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ptiedit.interfaces.cli import main
+from ptiedit.interfaces.ui import MAX_SWEEP, check_request, open_upload, parse_etas
+from ptiedit.models.loading import EMBEDDED_MODEL
+from ptiedit.toyworld.edits import Edit, target_prompt
+from ptiedit.toyworld.render import render
+from ptiedit.toyworld.scene import Obj, Scene
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCENE = Scene("white", (Obj("circle", "red", "big", "center"),))
+EDIT = Edit("object_color", "blue")
+TIMEOUT_MS = 60_000
+
+
+# ------------------------------------------------------------------------------------------- input checks
+
+def test_parse_etas_reads_a_sweep_and_refuses_bad_values():
+    assert parse_etas("0.6, 0.8 1") == [0.6, 0.8, 1.0]
+    assert parse_etas("  ") == []
+    for text, reason in (("0.5, x", "'x' is not a number"), ("1.5", "outside [0, 1]"), ("-0.1", "outside"),
+                         ("nan", "outside"), (", ".join(["0.5"] * (MAX_SWEEP + 1)), f"at most {MAX_SWEEP}")):
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            parse_etas(text)
+
+
+def test_check_request_returns_numbers_and_refuses_bad_settings():
+    settings = check_request("a blue circle", "0.5", 20.0, 7.5, 3, 7)
+    assert settings == {"prompt": "a blue circle", "eta": 0.5, "steps": 20, "guidance": 7.5, "inner_steps": 3,
+                        "seed": 7}
+    assert isinstance(settings["steps"], int) and isinstance(settings["inner_steps"], int)
+    good = dict(prompt="a blue circle", eta=0.5, steps=20, guidance=7.5, inner_steps=3, seed=0)
+    for change, reason in (({"prompt": "   "}, "enter a target prompt"), ({"prompt": None}, "enter a target prompt"),
+                           ({"prompt": "a" * 1001}, "too long"), ({"eta": 1.2}, "eta must be between"),
+                           ({"eta": float("nan")}, "eta must be between"), ({"steps": 20.5}, "whole number"),
+                           ({"steps": 0}, "steps must be between"), ({"inner_steps": -1}, "inner steps must be"),
+                           ({"guidance": "lots"}, "guidance must be a number"), ({"seed": -3}, "seed must be")):
+        with pytest.raises(ValueError, match=reason):
+            check_request(**{**good, **change})
+
+
+def test_open_upload_reads_images_and_refuses_others_by_the_users_file_name(tmp_path):
+    picture = tmp_path / "upload-1234"
+    render(SCENE).convert("RGBA").save(picture, format="PNG")
+    image = open_upload({"path": str(picture), "orig_name": "scene.png"})
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), np.asarray(render(SCENE)))
+    script = tmp_path / "cache-5678.png"
+    script.write_text("import os; os.system('echo pwned')\n")
+    with pytest.raises(ValueError, match="^notes.png: not a readable image") as error:
+        open_upload({"path": str(script), "orig_name": "notes.png"})
+    assert str(tmp_path) not in str(error.value)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (5000, 5000)).save(huge)  # a few kB on disk, 25 megapixels once decoded
+    with pytest.raises(ValueError, match=r"too large \(5000x5000\)"):
+        open_upload(str(huge))
+    with pytest.raises(ValueError, match="upload an image"):
+        open_upload(None)
+
+
+def test_cli_ui_refuses_bad_options_in_one_line(capsys):
+    assert main(["ui", "--port", "70000"]) == 2
+    assert main(["ui", "--model", "/nonexistent/model"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("ptiedit: error: ") for line in lines), lines
+    assert "65535" in lines[0]
+    assert ("/nonexistent/model" if importlib.util.find_spec("gradio") else "pip install 'ptiedit[ui]'") in lines[1]
+
+
+# ------------------------------------------------------------------------------------------------ browser
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, pipe, trained) for the app served on a free loopback port in this process; trained: a shapes-world
+    model, whose edits the attribute reader can check."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'ptiedit[ui]')")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (run .ci/browser.sh)")
+    from ptiedit import load_pipeline
+    from ptiedit.interfaces.ui import serve
+
+    model = os.environ.get("PTIEDIT_UI_TEST_MODEL")
+    trained = model is not None or (EMBEDDED_MODEL / "model_index.json").exists()
+    if not trained:
+        from .conftest import build_tiny_pipeline
+
+        model = tmp_path_factory.mktemp("tiny-epsilon")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_tiny_pipeline("epsilon").save_pretrained(model, safe_serialization=True)
+    pipe = load_pipeline(model)  # None: the embedded model
+    demo, url = serve(pipe, port=free_port(), block=False)
+    yield url, pipe, trained
+    demo.close()
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server[0])
+        page.locator("#edit-button").wait_for()
+        yield page
+        browser.close()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type into the number box of a gradio slider or number field and commit it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def fetch_image(page, selector: str) -> Image.Image:
+    source = page.locator(selector).get_attribute("src")
+    return Image.open(io.BytesIO(page.request.get(source).body()))
+
+
+def test_browser_edit_reuses_the_inversion_until_the_settings_change(server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    _, pipe, trained = server
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    source = tmp_path / "scene.png"
+    render(SCENE).save(source)
+    prompt = target_prompt(SCENE, EDIT)  # "a big blue circle in the center on a white background"
+
+    page.locator("#input-image input[type=file]").set_input_files(str(source))
+    page.get_by_text("Advanced").click()
+    set_number(page, "steps", 20 if trained else 6)
+    set_number(page, "inner-steps", 5 if trained else 2)
+    page.locator("#sweep textarea, #sweep input").first.fill("0.6, 1.0")
+    page.locator("#prompt textarea, #prompt input").first.fill(prompt)
+    page.locator("#edit-button").click()
+    status, counter = page.locator("#status"), page.locator("#inversion-count")
+    expect(status).to_contain_text("Inverted and edited", timeout=TIMEOUT_MS)
+    expect(counter).to_have_text("inversions this session: 1")
+
+    edited = fetch_image(page, "#result img")
+    assert edited.size == (size, size)
+    expect(page.locator("#reconstruction img")).to_be_visible()
+    expect(page.locator("#sweep-gallery img")).to_have_count(2)
+    expect(page.locator("#sweep-gallery")).to_contain_text("eta = 0.6")
+    pixels = np.asarray(edited.convert("RGB"), np.float64)
+    given = np.asarray(render(SCENE).resize((size, size), Image.LANCZOS).convert("RGB"), np.float64)
+    if trained:
+        from ptiedit.toyworld.reader import read_scene
+
+        reading = read_scene(edited, n_objects=1)
+        assert (reading.background, reading.objects[0].shape, reading.objects[0].color) == ("white", "circle", "blue")
+        reading = read_scene(fetch_image(page, "#reconstruction img"), n_objects=1)
+        assert (reading.background, reading.objects[0].shape, reading.objects[0].color) == ("white", "circle", "red")
+    else:
+        assert np.abs(pixels - given).mean() > 5  # random weights: only "it changed" is meaningful
+    page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+    assert (tmp_path / "ui.png").stat().st_size > 10_000
+
+    # Only eta changes: edit again from the kept inversion.
+    set_number(page, "eta", 0.5)
+    page.locator("#edit-button").click()
+    expect(status).to_contain_text("Edited only (reused this session's inversion)", timeout=TIMEOUT_MS)
+    expect(counter).to_have_text("inversions this session: 1")
+    link = page.locator("#download-png a[download]").get_attribute("href")
+    png = Image.open(io.BytesIO(page.request.get(link).body()))
+    settings = json.loads(png.text["ptiedit"])
+    assert (settings["prompt"], settings["eta"], settings["steps"], png.size) == (
+        prompt, 0.5, 20 if trained else 6, (size, size))
+    assert "Eta: 0.5" in png.text["parameters"]
+    assert not np.array_equal(np.asarray(fetch_image(page, "#result img")), np.asarray(edited))
+    inversion = page.locator("#download-inversion a[download]").get_attribute("href")
+    assert page.request.get(inversion).body()[8:9] == b"{"  # a safetensors header
+
+    # The number of steps changes: the inversion is redone.
+    set_number(page, "steps", 10 if trained else 4)
+    page.locator("#edit-button").click()
+    expect(status).to_contain_text("Inverted and edited", timeout=TIMEOUT_MS)
+    expect(counter).to_have_text("inversions this session: 2")
+
+
+def test_browser_shows_bad_input_in_the_page_and_keeps_serving(server, page, tmp_path):
+    import httpx
+    from playwright.sync_api import expect
+
+    counter = page.locator("#inversion-count")
+    notes = tmp_path / "notes.png"
+    notes.write_text("import os; os.system('echo pwned')\n")
+    page.locator("#input-image input[type=file]").set_input_files(str(notes))
+    expect(page.get_by_text("notes.png: not a readable image")).to_be_visible()
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as file:  # over the 20 MB upload cap; sparse, so quick to make
+        file.write(b"\x89PNG")
+        file.truncate(21 * 2**20)
+    page.locator("#input-image input[type=file]").set_input_files(str(big))
+    expect(page.get_by_text("exceed the maximum allowed size")).to_be_visible()
+    with open(big, "rb") as file:  # the server refuses it too, for clients other than the page
+        answer = httpx.post(server[0] + "gradio_api/upload", files={"files": ("big.png", file, "image/png")})
+    assert answer.status_code == 413
+
+    scene = tmp_path / "scene.png"
+    render(SCENE).save(scene)
+    page.locator("#input-image input[type=file]").set_input_files(str(scene))
+    prompt = page.locator("#prompt textarea, #prompt input").first
+    prompt.fill("")
+    page.locator("#edit-button").click()
+    expect(page.get_by_text("enter a target prompt that describes the edited image")).to_be_visible()
+    prompt.fill("a big blue circle in the center on a white background")
+    page.locator("#sweep textarea, #sweep input").first.fill("0.5, 1.5")
+    page.locator("#edit-button").click()
+    expect(page.get_by_text("eta sweep: 1.5 is outside [0, 1]")).to_be_visible()
+    expect(counter).to_have_text("inversions this session: 0")
+
+    # Still serving, and this session's inversion is its own (the other test's session made two).
+    page.locator("#sweep textarea, #sweep input").first.fill("")
+    page.get_by_text("Advanced").click()
+    set_number(page, "steps", 4)
+    set_number(page, "inner-steps", 1)
+    page.locator("#edit-button").click()
+    expect(page.locator("#status")).to_contain_text("Inverted and edited", timeout=TIMEOUT_MS)
+    expect(counter).to_have_text("inversions this session: 1")
