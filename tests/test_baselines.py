@@ -64,7 +64,7 @@ def test_null_text_stops_early_without_an_extra_forward(tiny_pipe, image):
     stopped = invert(tiny_pipe, image, "null_text", early_stop=1e3)
     assert stopped.stats["iterations"] == [0] * STEPS
     assert stopped.stats["unet_calls"] == 3 * STEPS
-    full = invert(tiny_pipe, image, "null_text", inner_steps=2, early_stop=-1.0)
+    full = invert(tiny_pipe, image, "null_text", inner_steps=2, early_stop=0.0)
     assert full.stats["iterations"] == [2] * STEPS
     assert full.stats["unet_calls"] == 2 * STEPS + 3 * STEPS
 

@@ -36,7 +36,7 @@ PLAIN = ("eta", (1.0,), 1.0)
 P2P = ("cross_replace", (0.2, 0.5, 0.8), 0.8)  # Prompt-to-Prompt word swap on top of a plain method
 # PTI ablation, one factor at a time against the defaults (the eta sweep is in every PTI row already).
 # inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding.
-ABLATION = ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-4}, {"early_stop": 1e-3},
+ABLATION = ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-5}, {"early_stop": 1e-3},
             {"init": "target"})
 COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_unedited",
            "ssim_unedited", "mse_unedited", "lpips_unedited", "clip_whole", "clip_edited", "structure_distance",

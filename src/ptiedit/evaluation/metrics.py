@@ -17,6 +17,8 @@ Confidence intervals: percentile bootstrap of the mean over images (BOOTSTRAP_RE
 from __future__ import annotations
 
 import math
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -148,9 +150,6 @@ class LPIPS:
     folder; the heads are the calibrated weights torchmetrics ships (lpips_models/alex.pth)."""
 
     def __init__(self, folder):
-        from importlib.resources import files
-        from pathlib import Path
-
         folder = Path(folder)
         found = [folder] if folder.is_file() else sorted(folder.glob("**/alexnet*.pth"))
         if not found:

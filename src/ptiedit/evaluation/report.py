@@ -18,14 +18,15 @@ from typing import Callable
 from .metrics import BOOTSTRAP_RESAMPLES, PSNR_CAP, SSIM_SETTINGS, mean_interval
 
 RECONSTRUCTION = "reconstruction"
-# column: (heading, decimals)
+# column: (heading, number format)
 COLUMNS = {
-    "success": ("edit success", 2), "psnr": ("PSNR vs ground truth", 2), "ssim": ("SSIM vs ground truth", 3),
-    "mse": ("MSE vs ground truth", 4), "psnr_unedited": ("unedited PSNR", 2), "ssim_unedited": ("unedited SSIM", 3),
-    "mse_unedited": ("unedited MSE", 4), "lpips_unedited": ("unedited LPIPS", 3), "clip_whole": ("CLIP whole", 2),
-    "clip_edited": ("CLIP edited region", 2), "structure_distance": ("structure distance", 4),
-    "recon_psnr": ("reconstruction PSNR", 2), "invert_seconds": ("inversion s", 2), "edit_seconds": ("edit s", 2),
-    "unet_calls": ("UNet calls", 0),
+    "success": ("edit success", ".2f"), "psnr": ("PSNR vs ground truth", ".2f"),
+    "ssim": ("SSIM vs ground truth", ".3f"), "mse": ("MSE vs ground truth", ".2e"),
+    "psnr_unedited": ("unedited PSNR", ".2f"), "ssim_unedited": ("unedited SSIM", ".3f"),
+    "mse_unedited": ("unedited MSE", ".2e"), "lpips_unedited": ("unedited LPIPS", ".3f"),
+    "clip_whole": ("CLIP whole", ".2f"), "clip_edited": ("CLIP edited region", ".2f"),
+    "structure_distance": ("structure distance", ".2e"), "recon_psnr": ("reconstruction PSNR", ".2f"),
+    "invert_seconds": ("inversion s", ".2f"), "edit_seconds": ("edit s", ".2f"), "unet_calls": ("UNet calls", ".0f"),
 }
 LEARNED = ("lpips_unedited", "clip_whole", "clip_edited", "structure_distance")
 GRID_IMAGES = 6
@@ -110,10 +111,10 @@ def cell_text(cell: dict, column: str) -> str:
     value = cell.get(column)
     if not value or value[0] is None or math.isnan(value[0]):
         return "–"
-    decimals = COLUMNS[column][1]
-    if decimals == 0 or value[1] is None or math.isnan(value[1]):
-        return f"{value[0]:.{decimals}f}"
-    return f"{value[0]:.{decimals}f} [{value[1]:.{decimals}f}, {value[2]:.{decimals}f}]"
+    spec = COLUMNS[column][1]
+    if column == "unet_calls" or value[1] is None or math.isnan(value[1]):  # calls: the interval adds nothing
+        return f"{value[0]:{spec}}"
+    return f"{value[0]:{spec}} [{value[1]:{spec}}, {value[2]:{spec}}]"
 
 
 def table(header: list[str], lines: list[list[str]]) -> list[str]:

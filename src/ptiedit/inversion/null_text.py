@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..diffusion.ddim import Schedule, ddim_invert, ddim_transition
+from ..diffusion.ddim import Schedule, ddim_invert
 from .result import Inverted
+from .tuning import tune_guided_step
 
 
 def null_text_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prompt_embedding: torch.Tensor,
@@ -23,34 +23,22 @@ def null_text_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prompt_e
     once the loss is below early_stop + 2e-5 i. Structured like PTI's stage 1 (inversion/pti.py) so the two
     compare fairly: the latent the tuned step produced becomes the next z_t.
     """
+    if inner_steps < 0 or lr <= 0 or early_stop < 0:
+        raise ValueError(f"need inner_steps >= 0, lr > 0, early_stop >= 0; got {inner_steps}, {lr}, {early_stop}")
     start = time.perf_counter()
-    trajectory = ddim_invert(model, z0, schedule, prompt_embedding, progress=progress)
+    trajectory = ddim_invert(model, z0, schedule, prompt_embedding, progress=progress)  # [z*_0, ..., z*_T]
     T = len(schedule)
-    z, null = trajectory[-1], null_embedding.detach().float().clone()
-    tuned, initial_losses, losses, iterations = [], [], [], []
+    z, null = trajectory[-1], null_embedding.float()
+    steps = []
     for i in tqdm(range(T), desc="null-text tuning", disable=not progress):
-        t, alpha, alpha_next, target = schedule.timesteps[i], float(schedule.alphas[i]), schedule.alpha_next(i), trajectory[T - 1 - i]
+        t, alpha, alpha_next = schedule.timesteps[i], float(schedule.alphas[i]), schedule.alpha_next(i)
         with torch.no_grad():
             eps_c = model(z, t, prompt_embedding)  # does not depend on the null embedding: once per timestep
-        null = null.detach().requires_grad_(True)
-        optimizer = torch.optim.Adam([null], lr=lr * (1 - 0.5 * i / T))
-        for k in range(inner_steps + 1):
-            last = k == inner_steps
-            with torch.set_grad_enabled(not last):
-                eps_u = model(z, t, null)
-                z_next = ddim_transition(z, eps_u + guidance * (eps_c - eps_u), alpha, alpha_next)
-                loss = F.mse_loss(z_next, target)
-            if k == 0:
-                initial_losses.append(loss.item())
-            if last or loss.item() < early_stop + 2e-5 * i:
-                break  # keep this embedding with the latent it produced: the pair replays exactly when editing
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        z = z_next.detach()
-        tuned.append(null.detach().clone())  # Adam updates the embedding in place at the next step
-        losses.append(loss.item())
-        iterations.append(k)
-    stats = {"loss": losses, "initial_loss": initial_losses, "iterations": iterations,
-             "seconds": time.perf_counter() - start}
-    return Inverted(trajectory[-1], prompt_embedding, torch.stack(tuned), stats, reconstruction=z)
+        step = tune_guided_step(model, z, t, alpha, alpha_next, trajectory[T - 1 - i], null, eps_c, "uncond",
+                                guidance, inner_steps, lr * (1 - 0.5 * i / T), early_stop + 2e-5 * i)
+        z, null = step.z_next, step.embedding
+        steps.append(step)
+    stats = {"loss": [s.loss for s in steps], "initial_loss": [s.first_loss for s in steps],
+             "iterations": [s.iterations for s in steps], "seconds": time.perf_counter() - start}
+    return Inverted(trajectory[-1], prompt_embedding, torch.stack([s.embedding for s in steps]), stats,
+                    reconstruction=z)
