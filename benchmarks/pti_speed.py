@@ -62,14 +62,17 @@ def main():
         start = time.perf_counter()
         inversion = ptiedit.invert(pipe, image, steps=args.steps, progress=False, **options)
         total = time.perf_counter() - start
-        inner = sum(inversion.stats["iterations"])  # forwards with grad, each followed by a backward
-        no_grad = inversion.stats["unet_calls"] - inner  # DDIM inversion, uncond branch, final evaluations
+        # A step that stopped early made its last forward with grad (no backward); one that ran out of inner steps
+        # made it without grad. Count that early-stop forward with the fwd+bwd ones: it slightly overstates them.
+        iterations = inversion.stats["iterations"]
+        inner = sum(k + (k < args.inner_steps) for k in iterations)
+        no_grad = inversion.stats["unet_calls"] - inner  # DDIM inversion, uncond branch, exhausted-step evaluations
         unet = inner * t_fwd_bwd + no_grad * t_fwd
         recon = ptiedit.reconstruct(pipe, inversion, progress=False)
         psnr = psnr_vs_round_trip(pipe, image, recon)
         print(f"{label}: stage 1 {total:.2f} s, {inner} fwd+bwd + {no_grad} fwd; UNet ~{unet:.2f} s, "
               f"outside the UNet ~{total - unet:.2f} s ({100 * (total - unet) / total:.0f}%); "
-              f"mean inner iterations {inner / args.steps:.1f}; reconstruction {psnr:.2f} dB vs VAE round trip")
+              f"mean Adam updates per step {sum(iterations) / args.steps:.1f}; reconstruction {psnr:.2f} dB vs VAE round trip")
 
     start = time.perf_counter()
     inversion = ptiedit.invert(pipe, image, steps=args.steps, progress=False)

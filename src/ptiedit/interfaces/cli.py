@@ -127,10 +127,7 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 def open_model(args: argparse.Namespace):
     check_device(args.device)
-    model = args.model
-    if model is not None and Path(model).exists():
-        model = str(Path(model).resolve())  # one name per folder, so inversions match from any working folder
-    return load_pipeline(model, device=args.device, dtype=args.dtype)
+    return load_pipeline(args.model, device=args.device, dtype=args.dtype)
 
 
 def run_inversion(pipe, image: Image.Image, args: argparse.Namespace, init_prompt: str) -> Inversion:
