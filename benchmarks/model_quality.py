@@ -72,14 +72,16 @@ def generation_seconds(pipe) -> float:
 
 
 def pti_reconstruction_psnr(pipe, n: int, seed: int) -> tuple[float, float]:
-    """Mean PSNR of PTI's eta=0 reconstruction against the VAE round trip, and of plain DDIM + CFG."""
+    """Mean PSNR of PTI's eta=0 reconstruction against the VAE round trip, and of DDIM inversion with the true
+    caption sampled back with CFG on it (PTI gets no caption)."""
     rng = random.Random(seed)
     pti, ddim = [], []
     for _ in range(n):
-        image = render(random_scene(rng, held_out=None))
+        scene = random_scene(rng, held_out=None)
+        image = render(scene)
         reference = decode_latents(pipe, encode_image(pipe, image))[0]
-        for method, scores in (("pti", pti), ("ddim", ddim)):
-            inversion = ptiedit.invert(pipe, image, method=method, progress=False)
+        for method, prompt, scores in (("pti", "", pti), ("ddim", caption(scene), ddim)):
+            inversion = ptiedit.invert(pipe, image, method=method, prompt=prompt, progress=False)
             scores.append(psnr(ptiedit.reconstruct(pipe, inversion, progress=False), reference))
     return statistics.mean(pti), statistics.mean(ddim)
 
@@ -92,8 +94,9 @@ def main():
     parser.add_argument("--held-out-captions", type=int, default=100)
     parser.add_argument("--pti-images", type=int, default=10)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     pipe = ptiedit.load_pipeline(args.model)
     results = {"vae_psnr_db": vae_psnr(pipe, args.vae_images, seed=100)}
     print(f"VAE round trip PSNR on {args.vae_images} fresh renders: {results['vae_psnr_db']:.2f} dB", flush=True)

@@ -28,12 +28,13 @@ from .tokenizer import load_tokenizer, write_tokenizer
 
 RESOLUTION = 64
 TEXT_DIM = 128
+WIDE_VAE = (32, 64, 128)  # block widths of the shipped VAE, distilled from the (16, 32, 64) one the UNet learnt on
 
 
-def build_vae() -> AutoencoderKL:
+def build_vae(widths: tuple[int, ...] = (16, 32, 64)) -> AutoencoderKL:
     """64x64x3 <-> 16x16x4 (two downsamplings), no attention: shapes need no global context."""
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
+                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=widths,
                          layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RESOLUTION,
                          mid_block_add_attention=False)
 
@@ -58,7 +59,7 @@ def build_text_encoder(tokenizer) -> CLIPTextModel:
 def build_scheduler() -> DDIMScheduler:
     """Stable Diffusion's schedule (scaled-linear betas 0.00085..0.012, 1000 steps)."""
     return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
 
 
 def render_batch(rng: random.Random, n: int, held_out: bool | None = False):
@@ -123,35 +124,35 @@ def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool
     return vae.eval()
 
 
-def finetune_decoder(out: Path, vae: AutoencoderKL, steps: int, batch: int = 32, seed: int = 3,
-                     quiet: bool = False) -> AutoencoderKL:
-    """Fine-tune only the decoder on posterior means (as SD's ft-MSE VAE): the latent space stays the same,
-    so it can run beside UNet training, and the decoder no longer has to absorb sampling noise."""
-    decoder = [vae.decoder, vae.post_quant_conv]
-    params = [p for module in decoder for p in module.parameters()]
-    opt = torch.optim.Adam(params, lr=3e-4)
-    ckpt, start = Checkpoint(out / "checkpoints" / "decoder.pt"), 0
+def widen_vae(out: Path, vae: AutoencoderKL, steps: int, batch: int = 16, seed: int = 3,
+              quiet: bool = False) -> AutoencoderKL:
+    """Distil the VAE into a wider one that keeps its latent space: the new encoder regresses onto the old
+    posterior moments (so the UNet trained on old latents still fits) and the new decoder learns to reconstruct
+    from the old posterior means (as SD's ft-MSE decoder), with the capacity the small one lacked for 32 dB."""
+    wide = build_vae(WIDE_VAE)
+    opt = torch.optim.Adam(wide.parameters(), lr=1e-3)
+    ckpt, start = Checkpoint(out / "checkpoints" / "wide_vae.pt"), 0
     if (state := ckpt.load()) is not None:
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        wide.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         start = state["step"]
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="decoder", disable=quiet):
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="wide vae", disable=quiet):
         # All scenes, held-out ones too: held-out combinations test the text model, not the pixel model.
         _, x = render_batch(random.Random(seed * 1_000_003 + step), batch, held_out=None)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 3e-4, warmup=50)
+            g["lr"] = lr_at(step, steps, 1e-3)
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
-        recon = vae.decode(z).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+            moments = vae.quant_conv(vae.encoder(x))
+        recon = wide.decode(moments[:, :vae.config.latent_channels]).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + F.mse_loss(wide.quant_conv(wide.encoder(x)), moments)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
             psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
-            log_row(out / "decoder_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
+            log_row(out / "wide_vae_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-    return vae.eval()
+            ckpt.save({"model": wide.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+    return wide.eval()
 
 
 @torch.no_grad()
@@ -161,18 +162,23 @@ def encode_dataset(vae: AutoencoderKL, out: Path, n: int, seed: int = 1):
     if path.exists():
         return torch.load(path)
     rng, latents = random.Random(seed), []
-    for _ in range(0, n, 500):
-        _, x = render_batch(rng, 500)
+    for start in range(0, n, 500):
+        _, x = render_batch(rng, min(500, n - start))
         latents.append(vae.encode(x).latent_dist.mean)
-    latents = torch.cat(latents)[:n]
+    latents = torch.cat(latents)
     data = {"latents": latents, "scaling_factor": float(1 / latents.std())}
     torch.save(data, path)
     return data
 
 
-def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, batch: int = 32, seed: int = 2,
-               quiet: bool = False, export=None, export_every: int = 2000):
-    """Noise-prediction loss on scaled latents; 10% empty captions teach the unconditional branch for CFG."""
+def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_steps: int = 0, batch: int = 32,
+               seed: int = 2, quiet: bool = False, export=None, export_every: int = 2000):
+    """Denoising loss on scaled latents; 10% empty captions teach the unconditional branch for CFG.
+
+    v-prediction (Salimans & Ho 2022, as SD 2.x): on 16x16 latents the noise barely hides an image's layout even at
+    t = T, and an epsilon-predicting UNet learns to copy the background from the noise instead of the caption
+    (its x0 at high noise is epsilon's small residual, amplified 1 / sqrt(alpha_bar) times). The first
+    `epsilon_steps` steps predict epsilon: the shipped model was started that way and switched."""
     unet, text_encoder, scheduler = build_unet(), build_text_encoder(tokenizer), build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-4)
@@ -199,7 +205,8 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, batch: i
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, 5e-4, warmup=500)
-        loss = F.mse_loss(unet(zt, t, text_encoder(ids).last_hidden_state).sample, eps)
+        target = a.sqrt() * eps - (1 - a).sqrt() * z0 if step >= epsilon_steps else eps
+        loss = F.mse_loss(unet(zt, t, text_encoder(ids).last_hidden_state).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -227,6 +234,9 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
                                    requires_safety_checker=False)
     tmp = folder.with_name(folder.name + ".partial")
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # A fresh tokenizer.json: the training one carries the padding/truncation state of its last call.
+    tokenizer.backend_tokenizer.no_padding(), tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.save_pretrained(tmp / "tokenizer")
     write_tokenizer(tmp / "tokenizer", vocabulary())  # also the plain vocab.json/merges.txt files
     if folder.exists():
         import shutil
@@ -237,8 +247,10 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
     parser.add_argument("--vae-steps", type=int, default=3000)
-    parser.add_argument("--decoder-steps", type=int, default=3000, help="decoder-only fine-tuning after the VAE")
-    parser.add_argument("--unet-steps", type=int, default=8000)
+    parser.add_argument("--wide-vae-steps", type=int, default=4500, help="distillation into the wider shipped VAE")
+    parser.add_argument("--unet-steps", type=int, default=16000)
+    parser.add_argument("--epsilon-steps", type=int, default=7000,
+                        help="first UNet steps with epsilon prediction, as the shipped model was trained (0: none)")
     parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
@@ -254,12 +266,13 @@ def run(args: argparse.Namespace) -> int:
     vae = train_vae(args.out, args.vae_steps, quiet=args.quiet)
     data = encode_dataset(vae, args.out, args.dataset)
     latents = data["latents"] * data["scaling_factor"]
-    vae = finetune_decoder(args.out, vae, args.decoder_steps, quiet=args.quiet)
 
-    def export(unet, text_encoder):
+    def export(unet, text_encoder, vae=vae):
         export_pipeline(args.out / "model", vae, unet, text_encoder, tokenizer, data["scaling_factor"])
 
-    export(*train_unet(args.out, tokenizer, latents, args.unet_steps, quiet=args.quiet, export=export))
+    unet, text_encoder = train_unet(args.out, tokenizer, latents, args.unet_steps, args.epsilon_steps,
+                                    quiet=args.quiet, export=export)
+    export(unet, text_encoder, widen_vae(args.out, vae, args.wide_vae_steps, quiet=args.quiet))
     return 0
 
 
