@@ -98,30 +98,41 @@ def log_row(path: Path, row: dict):
         writer.writerow(row)
 
 
-def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool = False) -> AutoencoderKL:
-    """Reconstruction (L1 + MSE) with a tiny KL term, as SD's VAE minus the perceptual/adversarial losses."""
-    vae = build_vae()
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    ckpt, start = Checkpoint(out / "checkpoints" / "vae.pt"), 0
+def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, steps: int, batch: int, seed: int,
+                    held_out: bool | None, quiet: bool) -> AutoencoderKL:
+    """The loop both VAE stages share: L1 + MSE on fresh renders plus the stage's own term (reconstruct(x)
+    returns the reconstruction and that term), Adam 1e-3 with cosine decay, resumable, logged as {name}_log.csv."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ckpt, start = Checkpoint(out / "checkpoints" / f"{name}.pt"), 0
     if (state := ckpt.load()) is not None:
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         start = state["step"]
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="vae", disable=quiet):
-        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch)
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=quiet):
+        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch, held_out=held_out)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, 1e-3)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        recon, extra = reconstruct(x)
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + extra
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
             psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
-            log_row(out / "vae_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
+            log_row(out / f"{name}_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-    return vae.eval()
+            ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+    return model.eval()
+
+
+def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool = False) -> AutoencoderKL:
+    """Reconstruction with a tiny KL term, as SD's VAE minus the perceptual/adversarial losses."""
+    vae = build_vae()
+
+    def reconstruct(x):
+        posterior = vae.encode(x).latent_dist
+        return vae.decode(posterior.sample()).sample, 1e-6 * posterior.kl().mean()
+
+    return fit_autoencoder(out, "vae", vae, reconstruct, steps, batch, seed, held_out=False, quiet=quiet)
 
 
 def widen_vae(out: Path, vae: AutoencoderKL, steps: int, batch: int = 16, seed: int = 3,
@@ -130,29 +141,15 @@ def widen_vae(out: Path, vae: AutoencoderKL, steps: int, batch: int = 16, seed: 
     posterior moments (so the UNet trained on old latents still fits) and the new decoder learns to reconstruct
     from the old posterior means (as SD's ft-MSE decoder), with the capacity the small one lacked for 32 dB."""
     wide = build_vae(WIDE_VAE)
-    opt = torch.optim.Adam(wide.parameters(), lr=1e-3)
-    ckpt, start = Checkpoint(out / "checkpoints" / "wide_vae.pt"), 0
-    if (state := ckpt.load()) is not None:
-        wide.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="wide vae", disable=quiet):
-        # All scenes, held-out ones too: held-out combinations test the text model, not the pixel model.
-        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch, held_out=None)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 1e-3)
+
+    def reconstruct(x):
         with torch.no_grad():
             moments = vae.quant_conv(vae.encoder(x))
         recon = wide.decode(moments[:, :vae.config.latent_channels]).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + F.mse_loss(wide.quant_conv(wide.encoder(x)), moments)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0:
-            psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
-            log_row(out / "wide_vae_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            ckpt.save({"model": wide.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-    return wide.eval()
+        return recon, F.mse_loss(wide.quant_conv(wide.encoder(x)), moments)
+
+    # All scenes, held-out ones too: held-out combinations test the text model, not the pixel model.
+    return fit_autoencoder(out, "wide_vae", wide, reconstruct, steps, batch, seed, held_out=None, quiet=quiet)
 
 
 @torch.no_grad()
