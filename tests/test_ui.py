@@ -30,7 +30,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 SCENE = Scene("white", (Obj("circle", "red", "big", "center"),))
 EDIT = Edit("object_color", "blue")
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 180_000  # generous: on 2 cores the in-process server shares the CPU with Chromium
 
 
 # ------------------------------------------------------------------------------------------- input checks
@@ -158,7 +158,7 @@ def test_browser_edit_reuses_the_inversion_until_the_settings_change(server, pag
     page.locator("#input-image input[type=file]").set_input_files(str(source))
     page.get_by_text("Advanced").click()
     set_number(page, "steps", 20 if trained else 6)
-    set_number(page, "inner-steps", 5 if trained else 2)
+    set_number(page, "inner-steps", 3 if trained else 2)
     page.locator("#sweep textarea, #sweep input").first.fill("0.6, 1.0")
     page.locator("#prompt textarea, #prompt input").first.fill(prompt)
     page.locator("#edit-button").click()

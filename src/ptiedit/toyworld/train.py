@@ -245,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--wide-vae-steps", type=int, default=4500, help="distillation into the wider shipped VAE")
-    parser.add_argument("--unet-steps", type=int, default=16000)
+    parser.add_argument("--unet-steps", type=int, default=26000)
     parser.add_argument("--epsilon-steps", type=int, default=7000,
                         help="first UNet steps with epsilon prediction, as the shipped model was trained (0: none)")
     parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
