@@ -188,7 +188,6 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_
         start = state["step"]
     scenes_rng = random.Random(1)  # the scenes encode_dataset rendered, to caption them afresh each step
     scenes = [random_scene(scenes_rng) for _ in range(len(latents))]
-    acp = scheduler.alphas_cumprod
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", disable=quiet):
         rng = random.Random(seed * 1_000_003 + step)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -198,11 +197,10 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_
         ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         t = torch.randint(0, 1000, (batch,), generator=g)
         eps = torch.randn(z0.shape, generator=g)
-        a = acp[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        zt = scheduler.add_noise(z0, eps, t)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, 5e-4, warmup=500)
-        target = a.sqrt() * eps - (1 - a).sqrt() * z0 if step >= epsilon_steps else eps
+        target = scheduler.get_velocity(z0, eps, t) if step >= epsilon_steps else eps
         loss = F.mse_loss(unet(zt, t, text_encoder(ids).last_hidden_state).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
