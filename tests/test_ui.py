@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ptiedit.interfaces.cli import main
@@ -115,9 +116,14 @@ def server(tmp_path_factory):
             warnings.simplefilter("ignore")
             build_tiny_pipeline("epsilon").save_pretrained(model, safe_serialization=True)
     pipe = load_pipeline(model)  # None: the embedded model
+    # One torch thread: the server shares this machine's 2 cores with Chromium, and oversubscribed OpenMP
+    # threads slowed an inversion many-fold (a 60 s timeout was hit).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     demo, url = serve(pipe, port=free_port(), block=False)
     yield url, pipe, trained
     demo.close()
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
