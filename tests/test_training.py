@@ -43,3 +43,27 @@ def test_rerun_with_more_steps_resumes_each_stage(trained):
     assert torch.load(out / "checkpoints" / "vae.pt", weights_only=False)["step"] == 2
     unet_log = (out / "unet_log.csv").read_text().splitlines()
     assert len(unet_log) == 2  # header + step 0: the rerun did not start over
+
+
+def test_continue_from_an_exported_model_keeps_its_vae_and_latent_scale(trained, tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    out, _ = trained
+    model = out / "model"
+    args = ["toyworld", "train", "--out", str(tmp_path), "--continue-from", str(model), "--start-step", "3",
+            "--unet-steps", "5", "--dataset", "64", "--threads", "2", "--quiet"]
+    assert cli(args) == 0
+    assert not (tmp_path / "checkpoints" / "vae.pt").exists()  # no VAE stage: the model's VAE is reused
+    assert torch.load(tmp_path / "checkpoints" / "unet.pt", weights_only=False)["step"] == 5
+    before, after = (AutoencoderKL.from_pretrained(m / "vae") for m in (model, tmp_path / "model"))
+    assert after.config.scaling_factor == before.config.scaling_factor
+    assert all(torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters()))
+    old, new = (UNet2DConditionModel.from_pretrained(m / "unet") for m in (model, tmp_path / "model"))
+    assert any(not torch.equal(p, q) for p, q in zip(old.parameters(), new.parameters()))  # it trained on
+
+
+def test_continue_from_a_folder_that_is_no_model_is_one_line_error(tmp_path, capsys):
+    args = ["toyworld", "train", "--out", str(tmp_path / "out"), "--continue-from", str(tmp_path), "--quiet"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not an exported model folder" in err

@@ -184,7 +184,8 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_
     if (state := ckpt.load()) is not None:
         unet.load_state_dict(state["unet"]), text_encoder.load_state_dict(state["text_encoder"])
         ema[0].load_state_dict(state["ema_unet"]), ema[1].load_state_dict(state["ema_text_encoder"])
-        opt.load_state_dict(state["opt"])
+        if state["opt"] is not None:  # None: seeded from an exported model (continue_from_model)
+            opt.load_state_dict(state["opt"])
         start = state["step"]
     scenes_rng = random.Random(1)  # the scenes encode_dataset rendered, to caption them afresh each step
     scenes = [random_scene(scenes_rng) for _ in range(len(latents))]
@@ -221,6 +222,24 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_
     return ema[0].eval(), ema[1].eval()
 
 
+def continue_from_model(out: Path, folder: Path, step: int, tokenizer) -> AutoencoderKL:
+    """Seed the UNet checkpoint from an exported model (its EMA weights become both the weights and their
+    average; AdamW starts afresh) and return its VAE, which then defines the latent space."""
+    missing = [part for part in ("unet", "text_encoder", "vae") if not (folder / part).is_dir()]
+    if missing:
+        raise ValueError(f"--continue-from {folder}: not an exported model folder (no {', '.join(missing)})")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    if text_encoder.config.vocab_size != len(tokenizer):
+        raise ValueError(f"{folder}: its text encoder has {text_encoder.config.vocab_size} tokens, "
+                         f"the shapes-world tokenizer {len(tokenizer)}")
+    ckpt = Checkpoint(out / "checkpoints" / "unet.pt")
+    if ckpt.load() is None:
+        ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": None,
+                   "ema_unet": unet.state_dict(), "ema_text_encoder": text_encoder.state_dict(), "step": step})
+    return AutoencoderKL.from_pretrained(folder / "vae").eval()
+
+
 def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float):
     """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load."""
     vae.register_to_config(scaling_factor=scaling_factor)
@@ -243,10 +262,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--wide-vae-steps", type=int, default=4500, help="distillation into the wider shipped VAE")
-    parser.add_argument("--unet-steps", type=int, default=26000)
+    parser.add_argument("--unet-steps", type=int, default=32000)
     parser.add_argument("--epsilon-steps", type=int, default=7000,
                         help="first UNet steps with epsilon prediction, as the shipped model was trained (0: none)")
     parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
+    parser.add_argument("--continue-from", type=Path, default=None, metavar="MODEL",
+                        help="continue an exported model's UNet and text encoder (with its VAE and latent scale; "
+                             "no VAE stages; AdamW starts afresh)")
+    parser.add_argument("--start-step", type=int, default=0,
+                        help="with --continue-from: the step the model was exported at (data order, LR schedule)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
 
@@ -258,16 +282,23 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_tokenizer(args.out / "tokenizer", vocabulary())
     tokenizer = load_tokenizer(args.out / "tokenizer")
-    vae = train_vae(args.out, args.vae_steps, quiet=args.quiet)
+    if args.continue_from:
+        vae = continue_from_model(args.out, args.continue_from, args.start_step, tokenizer)
+    else:
+        vae = train_vae(args.out, args.vae_steps, quiet=args.quiet)
     data = encode_dataset(vae, args.out, args.dataset)
-    latents = data["latents"] * data["scaling_factor"]
+    # A continued model keeps the latent scale its UNet learnt on.
+    scale = vae.config.scaling_factor if args.continue_from else data["scaling_factor"]
+    latents = data["latents"] * scale
 
     def export(unet, text_encoder, vae=vae):
-        export_pipeline(args.out / "model", vae, unet, text_encoder, tokenizer, data["scaling_factor"])
+        export_pipeline(args.out / "model", vae, unet, text_encoder, tokenizer, scale)
 
     unet, text_encoder = train_unet(args.out, tokenizer, latents, args.unet_steps, args.epsilon_steps,
                                     quiet=args.quiet, export=export)
-    export(unet, text_encoder, widen_vae(args.out, vae, args.wide_vae_steps, quiet=args.quiet))
+    if not args.continue_from:
+        vae = widen_vae(args.out, vae, args.wide_vae_steps, quiet=args.quiet)
+    export(unet, text_encoder, vae)
     return 0
 
 
