@@ -67,3 +67,8 @@ def test_continue_from_a_folder_that_is_no_model_is_one_line_error(tmp_path, cap
     assert cli(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not an exported model folder" in err
+
+
+def test_start_step_without_continue_from_is_one_line_error(tmp_path, capsys):
+    assert cli(["toyworld", "train", "--out", str(tmp_path), "--start-step", "5", "--quiet"]) == 2
+    assert "--start-step needs --continue-from" in capsys.readouterr().err

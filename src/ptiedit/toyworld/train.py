@@ -228,13 +228,13 @@ def continue_from_model(out: Path, folder: Path, step: int, tokenizer) -> Autoen
     missing = [part for part in ("unet", "text_encoder", "vae") if not (folder / part).is_dir()]
     if missing:
         raise ValueError(f"--continue-from {folder}: not an exported model folder (no {', '.join(missing)})")
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
-    if text_encoder.config.vocab_size != len(tokenizer):
-        raise ValueError(f"{folder}: its text encoder has {text_encoder.config.vocab_size} tokens, "
-                         f"the shapes-world tokenizer {len(tokenizer)}")
     ckpt = Checkpoint(out / "checkpoints" / "unet.pt")
-    if ckpt.load() is None:
+    if not ckpt.path.exists():  # a rerun resumes from its own checkpoint instead
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+        if text_encoder.config.vocab_size != len(tokenizer):
+            raise ValueError(f"{folder}: its text encoder has {text_encoder.config.vocab_size} tokens, "
+                             f"the shapes-world tokenizer {len(tokenizer)}")
         ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": None,
                    "ema_unet": unet.state_dict(), "ema_text_encoder": text_encoder.state_dict(), "step": step})
     return AutoencoderKL.from_pretrained(folder / "vae").eval()
@@ -276,6 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.start_step and not args.continue_from:
+        raise ValueError("--start-step needs --continue-from (a plain rerun resumes from OUT/checkpoints)")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
