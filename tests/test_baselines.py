@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 import ptiedit
-from ptiedit.diffusion.conditioning import decode_latents, encode_image, encode_prompt
 from ptiedit.editing import edit as edit_module
 from ptiedit.editing.edit import edit_latents
 from ptiedit.editing.p2p import AttentionReplace, P2PAttnProcessor, P2PConfig, token_alignment
@@ -28,6 +27,10 @@ def invert(pipe, image, method, **options):
     return ptiedit.invert(pipe, image, method=method, prompt=SOURCE, steps=STEPS, progress=False, **options)
 
 
+def encode(pipe, image) -> torch.Tensor:
+    return ptiedit.model_family(pipe).encode_images([image])
+
+
 def reconstruction(pipe, inversion) -> torch.Tensor:
     return edit_latents(pipe, inversion, "", [0.0], progress=False)
 
@@ -40,16 +43,16 @@ def test_baseline_runs_end_to_end_and_round_trips(tiny_pipe, image, method, tmp_
     assert edited.size == (16, 16)
     inversion.save(tmp_path / "inv.safetensors")
     loaded = Inversion.load(tmp_path / "inv.safetensors")
-    for name in ("z_T", "timesteps", "cond", "uncond"):
-        assert torch.equal(getattr(loaded, name), getattr(inversion, name)), name
+    for name, tensor in inversion.tensors().items():
+        assert torch.equal(loaded.tensors()[name], tensor), name
     assert (loaded.method, loaded.settings, loaded.stats) == (method, inversion.settings, inversion.stats)
 
 
 def test_null_text_conditions_on_the_source_and_tunes_one_null_per_step(tiny_pipe, image):
     inversion = invert(tiny_pipe, image, "null_text", inner_steps=3)
-    assert torch.equal(inversion.cond, encode_prompt(tiny_pipe, SOURCE))
-    assert inversion.uncond.shape[0] == STEPS and inversion.uncond.dim() == 4
-    assert not torch.equal(inversion.uncond[0], inversion.uncond[-1])  # tuned, warm-started step to step
+    assert torch.equal(inversion.cond.tokens, ptiedit.model_family(tiny_pipe).encode_prompt(SOURCE).tokens)
+    assert inversion.uncond.per_step and inversion.uncond.tokens.shape[0] == STEPS
+    assert not torch.equal(inversion.uncond.tokens[0], inversion.uncond.tokens[-1])  # tuned, warm-started step to step
 
 
 def test_null_text_loss_decreases_within_each_step(tiny_pipe, image):
@@ -70,7 +73,7 @@ def test_null_text_stops_early_without_an_extra_forward(tiny_pipe, image):
 
 
 def test_null_text_reconstructs_better_than_ddim_with_cfg(tiny_pipe, image):
-    z0 = encode_image(tiny_pipe, image)
+    z0 = encode(tiny_pipe, image)
     errors = {method: float(((reconstruction(tiny_pipe, invert(tiny_pipe, image, method)) - z0) ** 2).mean())
               for method in ("null_text", "ddim")}
     assert errors["null_text"] < 0.9 * errors["ddim"], errors
@@ -95,7 +98,7 @@ def test_null_text_loss_decreases_on_the_embedded_model():
 def test_negative_prompt_reconstruction_ignores_guidance(tiny_pipe, image):
     """cond = uncond = source, so CFG at w = 7.5 replays the unguided (w = 1) DDIM sampler."""
     npi = invert(tiny_pipe, image, "negative_prompt")
-    assert torch.equal(npi.cond, npi.uncond)
+    assert torch.equal(npi.cond.tokens, npi.uncond.tokens)
     unguided = ptiedit.invert(tiny_pipe, image, method="ddim", prompt=SOURCE, steps=STEPS, guidance=1.0,
                               progress=False)
     torch.testing.assert_close(reconstruction(tiny_pipe, npi), reconstruction(tiny_pipe, unguided),
@@ -106,7 +109,7 @@ def test_sdedit_at_strength_zero_is_the_vae_round_trip(tiny_pipe, image):
     inversion = invert(tiny_pipe, image, "sdedit", strength=0.0)
     assert len(inversion.timesteps) == 0 and inversion.stats["unet_calls"] == 0
     edited = ptiedit.edit(tiny_pipe, inversion, "a blue circle", 1.0, progress=False)
-    expected = decode_latents(tiny_pipe, encode_image(tiny_pipe, image))[0]
+    expected = ptiedit.model_family(tiny_pipe).decode_latents(encode(tiny_pipe, image))[0]
     assert np.array_equal(np.asarray(edited), np.asarray(expected))
 
 
@@ -116,7 +119,7 @@ def test_sdedit_starts_part_way_with_seeded_noise(tiny_pipe, image):
     assert torch.equal(half.timesteps, full_schedule[STEPS // 2:])
     # z_T is z0 diffused to the first remaining timestep: sqrt(a) z0 + sqrt(1 - a) noise
     a = float(tiny_pipe.scheduler.alphas_cumprod[half.timesteps[0]])
-    noise = (half.z_T - a ** 0.5 * encode_image(tiny_pipe, image)) / (1 - a) ** 0.5
+    noise = (half.z_T - a ** 0.5 * encode(tiny_pipe, image)) / (1 - a) ** 0.5
     torch.testing.assert_close(noise, torch.randn(noise.shape, generator=torch.Generator().manual_seed(3)),
                                atol=1e-4, rtol=1e-4)
     assert torch.equal(half.z_T, invert(tiny_pipe, image, "sdedit", strength=0.5, seed=3).z_T)

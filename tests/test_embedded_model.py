@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import ptiedit
-from ptiedit.diffusion.conditioning import decode_latents, encode_image
 from ptiedit.models.loading import EMBEDDED_MODEL
 from ptiedit.toyworld.captions import caption
 from ptiedit.toyworld.render import render
@@ -50,7 +49,8 @@ def test_loads_offline_with_plain_diffusers_and_follows_captions():
 
 def test_pti_reconstructs_far_better_than_ddim_inversion_with_cfg(pipe):
     image = render(SCENE)
-    reference = decode_latents(pipe, encode_image(pipe, image))[0]
+    family = ptiedit.model_family(pipe)
+    reference = family.decode_latents(family.encode_images([image]))[0]
     pti = ptiedit.invert(pipe, image, steps=20, progress=False)
     # DDIM inversion given the true caption, then sampled with CFG on it (with an empty prompt CFG is a no-op)
     ddim = ptiedit.invert(pipe, image, method="ddim", prompt=caption(SCENE), steps=20, progress=False)

@@ -6,5 +6,6 @@ from .images import load_image  # noqa: E402
 from .inversion.invert import METHODS, invert  # noqa: E402
 from .inversion.result import Inversion  # noqa: E402
 from .models.loading import load_pipeline  # noqa: E402
+from .models.family import model_family  # noqa: E402
 
-__all__ = ["Inversion", "METHODS", "edit", "invert", "load_image", "load_pipeline", "reconstruct", "__version__"]
+__all__ = ["Inversion", "METHODS", "edit", "invert", "load_image", "load_pipeline", "model_family", "reconstruct", "__version__"]

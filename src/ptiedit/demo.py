@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .diffusion.conditioning import resolution
+from .models.family import model_family
 from .editing.edit import edit
 from .inversion.invert import invert
 from .outputs import label_grid, result_settings, write_png
@@ -37,7 +37,7 @@ def run_demo(pipe, folder: str | Path, *, steps: int = 50, inner_steps: int = 10
              progress: bool = True) -> list[Path]:
     """Render SCENE, invert it, apply EDITS at every eta in ETAS and write the files of demo_files(folder)."""
     torch.manual_seed(seed)
-    image = render(SCENE, resolution(pipe))
+    image = render(SCENE, model_family(pipe).default_size)
     inversion = invert(pipe, image, steps=steps, inner_steps=inner_steps, progress=progress)
     recorded = result_settings(inversion, seed=seed)
     folder = Path(folder)

@@ -48,9 +48,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def fit_to_model(image: Image.Image, size: int) -> Image.Image:
-    """Center-crop to a square (keeps the aspect ratio of what remains) and resize to size x size."""
-    return ImageOps.fit(to_rgb(image), (size, size), method=Image.LANCZOS, centering=(0.5, 0.5))
+def fit_to_model(image: Image.Image, area: int, multiple: int) -> Image.Image:
+    """Resize to about `area` pixels keeping the aspect ratio, each side rounded to a multiple of `multiple`."""
+    image = to_rgb(image)
+    scale = (area / (image.width * image.height)) ** 0.5
+    size = tuple(max(multiple, round(side * scale / multiple) * multiple) for side in image.size)
+    return image if size == image.size else image.resize(size, Image.LANCZOS)
 
 
 def pixels_sha256(image: Image.Image) -> str:

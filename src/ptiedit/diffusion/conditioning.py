@@ -1,47 +1,79 @@
-"""Prompt embeddings and latents: the text encoder and the VAE of a pipeline."""
+"""Conditioning: what a text prompt becomes for the denoiser, in every model family.
+
+Stable Diffusion 1.x/2.x conditions on token embeddings alone; SDXL (and the flow models after it) also on a
+pooled embedding. Samplers, inversion methods and save/load treat the pair as one value, so they never branch on
+the family. Layout: tokens (B, L, D) and pooled (B, P), or with a leading step axis (T, B, ...) when a method
+keeps one conditioning per sampling step (PTI's c_t, null-text inversion's null_t).
+"""
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass, fields
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 
-class PromptTruncatedWarning(UserWarning):
-    """A prompt was longer than the tokenizer's limit; the message names the dropped words."""
+@dataclass(frozen=True)
+class Conditioning:
+    tokens: torch.Tensor
+    pooled: torch.Tensor | None = None
 
+    @property
+    def per_step(self) -> bool:
+        return self.tokens.dim() == 4
 
-@torch.no_grad()
-def encode_prompt(pipe, prompt: str) -> torch.Tensor:
-    """Text-encoder hidden states (1, L, D) in fp32, as Stable Diffusion conditions on them."""
-    tokenizer = pipe.tokenizer
-    limit = tokenizer.model_max_length
-    ids = tokenizer(prompt).input_ids
-    if len(ids) > limit:
-        dropped = tokenizer.decode(ids[limit - 1:-1]).strip()
-        warnings.warn(f"prompt is longer than {limit} tokens; dropped: {dropped!r}", PromptTruncatedWarning)
-    ids = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt").input_ids
-    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float()
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[-3]
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Conditioning":
+        """Apply fn to every tensor (pooled stays None when absent)."""
+        return Conditioning(*(None if t is None else fn(t) for t in self.tensors()))
 
-def resolution(pipe) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
 
+    def at_step(self, i: int) -> "Conditioning":
+        """The conditioning of sampling step i: per-step ones are indexed, a fixed one serves every step."""
+        return self.map(lambda t: t[i]) if self.per_step else self
 
-@torch.no_grad()
-def encode_image(pipe, image: Image.Image) -> torch.Tensor:
-    """Latent z_0 (1, C, h, w) in fp32: the posterior mean times vae.config.scaling_factor (deterministic)."""
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-    vae = pipe.vae
-    latent = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean
-    return latent.float() * vae.config.scaling_factor
+    def items(self, index) -> "Conditioning":
+        """Select batch items (an index, slice or index tensor) on the batch axis, per-step or not."""
+        if self.per_step:
+            return self.map(lambda t: t[:, index])
+        return self.map(lambda t: t[index])
 
+    def expand(self, batch: int) -> "Conditioning":
+        """Repeat a batch-1 conditioning to `batch` items (a view, no copy)."""
+        if self.batch_size == batch:
+            return self
+        if self.per_step:
+            return self.map(lambda t: t.expand(t.shape[0], batch, *t.shape[2:]))
+        return self.map(lambda t: t.expand(batch, *t.shape[1:]))
 
-@torch.no_grad()
-def decode_latents(pipe, z: torch.Tensor) -> list[Image.Image]:
-    """Decode latents (B, C, h, w) to RGB images."""
-    vae = pipe.vae
-    x = vae.decode((z / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
-    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(p) for p in pixels]
+    def to(self, device=None, dtype=None) -> "Conditioning":
+        return self.map(lambda t: t.to(device=device, dtype=dtype))
+
+    def detach(self) -> "Conditioning":
+        return self.map(lambda t: t.detach().clone())
+
+    @staticmethod
+    def cat(parts: Sequence["Conditioning"]) -> "Conditioning":
+        """Concatenate on the batch axis."""
+        axis = 1 if parts[0].per_step else 0
+        return Conditioning(*(None if ts[0] is None else torch.cat(ts, axis) for ts in zip(*(p.tensors() for p in parts))))
+
+    @staticmethod
+    def stack_steps(steps: Sequence["Conditioning"]) -> "Conditioning":
+        """Per-step conditionings (one per sampling step) -> one with a leading step axis."""
+        return Conditioning(*(None if ts[0] is None else torch.stack(ts) for ts in zip(*(s.tensors() for s in steps))))
+
+    def blend(self, target: "Conditioning", eta: torch.Tensor) -> "Conditioning":
+        """c~ = eta c_target + (1 - eta) c (Dong et al. 2023, Algorithm 1 line 15), eta (B,) on this device.
+
+        self is one item (batch 1, per-step or not) and target one prompt (batch 1); the result has batch len(eta).
+        """
+        def mix(c: torch.Tensor, c_target: torch.Tensor) -> torch.Tensor:
+            w = eta.view(-1, *([1] * (c_target.dim() - 1)))  # one weight per batch item
+            return w * c_target + (1 - w) * c
+        return Conditioning(*(None if c is None else mix(c, c_t) for c, c_t in zip(self.tensors(), target.tensors())))

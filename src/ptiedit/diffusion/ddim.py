@@ -1,7 +1,8 @@
 """Deterministic DDIM (Song et al. 2021, eq. 12 with sigma_t = 0) and its inversion, as plain functions.
 
-Samplers take a noise predictor `model(z, t, embedding) -> eps` and a `Schedule`; they never touch a
-diffusers scheduler's mutable state, so inversion and sampling are exact mirrors of each other.
+Samplers take a noise predictor `model(z, t, cond) -> eps` (a model family's adapter) and a `Schedule`; they never
+touch a diffusers scheduler's mutable state, so inversion and sampling are exact mirrors of each other. Latents
+carry a batch axis: several images (or one image at several etas) move together.
 """
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+
+from .conditioning import Conditioning
+from .progress import Progress, track
 
 
 @dataclass(frozen=True)
 class Schedule:
     """T DDIM timesteps (descending) with alpha-bar at each and after the last step."""
 
-    timesteps: torch.Tensor  # (T,) long, descending
+    timesteps: torch.Tensor  # (T,) long, descending, on the CPU
     alphas: torch.Tensor  # (T,) alpha-bar_t, float64
     alpha_final: float  # alpha-bar after the last step (1.0, or alpha-bar_0 as in SD's set_alpha_to_one=False)
 
@@ -32,15 +35,33 @@ class Schedule:
         return Schedule(self.timesteps[start:], self.alphas[start:], self.alpha_final)
 
 
-def make_schedule(scheduler, steps: int) -> Schedule:
-    """Timesteps and alpha-bars of a diffusers DDIM-family scheduler config for `steps` steps."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps.long().cpu()
+def schedule_from_timesteps(scheduler, timesteps: torch.Tensor) -> Schedule:
+    """A Schedule over the given timesteps with the scheduler config's alpha-bars."""
     acp = scheduler.alphas_cumprod.double().cpu()
     final = 1.0 if scheduler.config.get("set_alpha_to_one", True) else float(acp[0])
+    timesteps = timesteps.long().cpu()
     return Schedule(timesteps, acp[timesteps], final)
+
+
+def max_steps(scheduler) -> int:
+    """The most DDIM steps the scheduler config allows (its timestep offset can push the last one off the end)."""
+    n = scheduler.config.num_train_timesteps
+    for steps in range(n, 0, -1):
+        scheduler.set_timesteps(steps)
+        if int(scheduler.timesteps.max()) < n and len(set(scheduler.timesteps.tolist())) == steps:
+            return steps
+    return 1
+
+
+def make_schedule(scheduler, steps: int) -> Schedule:
+    """Timesteps and alpha-bars of a diffusers DDIM-family scheduler config for `steps` steps."""
+    limit = scheduler.config.num_train_timesteps
+    if not 1 <= steps <= limit:
+        raise ValueError(f"steps must be between 1 and {max_steps(scheduler)} for this model, got {steps}")
+    scheduler.set_timesteps(steps)
+    if int(scheduler.timesteps.max()) >= limit:
+        raise ValueError(f"steps must be between 1 and {max_steps(scheduler)} for this model, got {steps}")
+    return schedule_from_timesteps(scheduler, scheduler.timesteps)
 
 
 def ddim_transition(z: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha_to: float) -> torch.Tensor:
@@ -49,24 +70,31 @@ def ddim_transition(z: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha
     return alpha_to ** 0.5 * x0 + (1 - alpha_to) ** 0.5 * eps
 
 
-def guided_eps(model, z: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance eps_u + w (eps_c - eps_u), both branches in one batched call."""
-    if guidance == 1.0:
-        return model(z, t, cond)
-    eps_u, eps_c = model(torch.cat([z, z]), t, torch.cat([uncond.expand_as(cond), cond])).chunk(2)
+def cfg(eps_u: torch.Tensor, eps_c: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): eps_u + w (eps_c - eps_u)."""
     return eps_u + guidance * (eps_c - eps_u)
 
 
-def at_step(embedding: torch.Tensor, i: int) -> torch.Tensor:
-    """Per-step embeddings have a leading step axis (T, B, L, D); a plain (B, L, D) one serves every step."""
-    return embedding[i] if embedding.dim() == 4 else embedding
+def guided_eps(model, z: torch.Tensor, t, cond: Conditioning, uncond: Conditioning, guidance: float,
+               fused: bool = False) -> torch.Tensor:
+    """CFG eps. The branches run as two calls shaped exactly like the tuning stage's, so that in half precision
+    eta = 0 replays stage 1 bit for bit; fused=True runs them as one batch [uncond; cond] (P2P edits its rows)."""
+    if guidance == 1.0:
+        return model(z, t, cond)
+    uncond = uncond.expand(len(z))
+    if fused:
+        eps_u, eps_c = model(torch.cat([z, z]), t, Conditioning.cat([uncond, cond])).chunk(2)
+    else:
+        eps_u, eps_c = model(z, t, uncond), model(z, t, cond)
+    return cfg(eps_u, eps_c, guidance)
 
 
 @torch.no_grad()
-def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: torch.Tensor, progress: bool = True) -> list[torch.Tensor]:
+def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: Conditioning,
+                progress: Progress = True) -> list[torch.Tensor]:
     """DDIM inversion (unguided): returns the trajectory [z*_0, z*_1, ..., z*_T], z*_T at timesteps[0]."""
     trajectory = [z0]
-    for i in tqdm(reversed(range(len(schedule))), total=len(schedule), desc="DDIM inversion", disable=not progress):
+    for i in track(reversed(range(len(schedule))), len(schedule), progress, "DDIM inversion"):
         z = trajectory[-1]
         eps = model(z, schedule.timesteps[i], cond)
         trajectory.append(ddim_transition(z, eps, schedule.alpha_next(i), float(schedule.alphas[i])))
@@ -74,11 +102,12 @@ def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: torch.Tensor,
 
 
 @torch.no_grad()
-def sample_ddim(model, z: torch.Tensor, schedule: Schedule, cond: torch.Tensor, uncond: torch.Tensor,
-                guidance: float, progress: bool = True, callback: Callable[[int, torch.Tensor], None] | None = None):
-    """Deterministic DDIM sampling with classifier-free guidance; cond/uncond may be per step (T, B, L, D)."""
-    for i in tqdm(range(len(schedule)), desc="DDIM sampling", disable=not progress):
-        eps = guided_eps(model, z, schedule.timesteps[i], at_step(cond, i), at_step(uncond, i), guidance)
+def sample_ddim(model, z: torch.Tensor, schedule: Schedule, cond: Conditioning, uncond: Conditioning,
+                guidance: float, progress: Progress = True, fused: bool = False,
+                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Deterministic DDIM sampling with classifier-free guidance; cond/uncond may be per step (T, B, ...)."""
+    for i in track(range(len(schedule)), len(schedule), progress, "DDIM sampling"):
+        eps = guided_eps(model, z, schedule.timesteps[i], cond.at_step(i), uncond.at_step(i), guidance, fused)
         z = ddim_transition(z, eps, float(schedule.alphas[i]), schedule.alpha_next(i))
         if callback is not None:
             callback(i, z)

@@ -5,14 +5,16 @@ from typing import Sequence
 
 import torch
 
-from ..diffusion.conditioning import decode_latents, encode_prompt
-from ..diffusion.ddim import Schedule, sample_ddim
-from ..diffusion.model import NoisePredictor
-from ..inversion.invert import pipeline_fingerprint
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.ddim import sample_ddim, schedule_from_timesteps
+from ..diffusion.progress import Progress
 from ..inversion.result import Inversion
+from ..models.family import model_family
+from ..models.fingerprint import pipeline_fingerprint
 from .p2p import AttentionReplace, P2PConfig, attention_control, token_alignment
 
 DEFAULT_ETA = 0.8
+Job = tuple[Inversion, str, float]  # (inversion, target prompt, eta)
 
 
 def check_etas(etas: Sequence[float], allow_extrapolation: bool = False) -> None:
@@ -21,59 +23,103 @@ def check_etas(etas: Sequence[float], allow_extrapolation: bool = False) -> None
             raise ValueError(f"eta must be in [0, 1] (values above 1 need allow_extrapolation), got {eta}")
 
 
-def schedule_of(pipe, inversion: Inversion) -> Schedule:
-    """Rebuild the DDIM schedule an inversion was made on from its timesteps and the pipeline's alphas."""
-    acp = pipe.scheduler.alphas_cumprod.double().cpu()
-    final = 1.0 if pipe.scheduler.config.get("set_alpha_to_one", True) else float(acp[0])
-    timesteps = inversion.timesteps.long()
-    return Schedule(timesteps, acp[timesteps], final)
+def chunks(items: list, size: int | None) -> list[list]:
+    size = size or len(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def blend_conditioning(inversion: Inversion, target: torch.Tensor, etas: Sequence[float]) -> torch.Tensor:
-    """c~_t = eta c_target + (1 - eta) c_t for every step and eta: (T, B, L, D), or (B, L, D) if c is fixed."""
-    eta = torch.tensor(etas, dtype=torch.float32).view(-1, 1, 1)
-    c = inversion.cond.float()
-    if c.dim() == 4:  # per-step (T, 1, L, D)
-        return eta * target + (1 - eta) * c
-    return eta * target + (1 - eta) * c.expand(len(etas), -1, -1)
+def batch_key(inversion: Inversion) -> tuple:
+    """Jobs sample together when they share latent shape, timesteps, guidance and conditioning layout."""
+    return (tuple(inversion.z_T.shape), tuple(inversion.timesteps.tolist()), inversion.guidance,
+            inversion.cond.per_step, inversion.uncond.per_step)
 
 
 @torch.no_grad()
-def edit_latents(pipe, inversion: Inversion, target_prompt: str, etas: Sequence[float], *, progress: bool = True,
-                 allow_extrapolation: bool = False, p2p: P2PConfig | None = None) -> torch.Tensor:
-    """Edited latents (B, C, h, w), one per eta, sampled together in one batch; p2p adds Prompt-to-Prompt."""
-    check_etas(etas, allow_extrapolation)
-    inversion.check_compatible(pipeline_fingerprint(pipe))
-    if p2p is not None:  # the source branch (eta = 0: the inversion's own conditioning) leads the batch
-        etas = [0.0, *etas]
-    # 1. Conditioning per step and eta; the unconditional branch is the inversion's.
-    cond = blend_conditioning(inversion, encode_prompt(pipe, target_prompt), etas)
-    uncond = inversion.uncond.float()
-    uncond = uncond.expand(*uncond.shape[:-3], len(etas), *uncond.shape[-2:])
+def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PConfig | None = None,
+                 max_batch: int | None = None) -> torch.Tensor:
+    """Edited latents (len(jobs), C, h, w): every (inversion, target, eta) sampled in batches of up to max_batch."""
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
+    for inversion in {id(job[0]): job[0] for job in jobs}.values():
+        inversion.check_compatible(fingerprint)
+    device = family.device
+    targets = {prompt: family.encode_prompt(prompt) for _, prompt, _ in jobs}
+    groups: dict[tuple, list[int]] = {}
+    for index, (inversion, _, _) in enumerate(jobs):
+        groups.setdefault(batch_key(inversion), []).append(index)
+    out: list[torch.Tensor | None] = [None] * len(jobs)
+    for members in groups.values():
+        for chunk in chunks(members, max_batch):
+            picked = [jobs[j] for j in chunk]
+            if p2p is not None:  # the source branch (eta = 0: the inversion's own conditioning) leads the batch
+                picked = [(picked[0][0], picked[0][1], 0.0), *picked]
+            latents = sample_chunk(pipe, picked, targets, device, p2p, progress)
+            for j, z in zip(chunk, latents[len(latents) - len(chunk):]):
+                out[j] = z
+    return torch.stack(out)
+
+
+def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, p2p: P2PConfig | None,
+                 progress: Progress = True) -> torch.Tensor:
+    """One UNet batch of jobs that share a batch_key."""
+    family, first = model_family(pipe), jobs[0][0]
+    # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
+    eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
+    cond = Conditioning.cat([inv.cond.to(device, torch.float32).blend(targets[prompt], eta[k:k + 1])
+                             for k, (inv, prompt, _) in enumerate(jobs)])
+    uncond = Conditioning.cat([inv.uncond.to(device, torch.float32) for inv, _, _ in jobs])
     # 2. Sample from z*_T with the inversion's guidance scale and timesteps.
-    z_T = inversion.z_T.float().expand(len(etas), -1, -1, -1)
-    model, schedule = NoisePredictor(pipe.unet, pipe.scheduler), schedule_of(pipe, inversion)
+    z_T = torch.cat([inv.z_T.to(device, torch.float32) for inv, _, _ in jobs])
+    schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
     if p2p is None:
-        return sample_ddim(model, z_T, schedule, cond, uncond, inversion.guidance, progress=progress)
-    source_prompt = inversion.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
-    control = AttentionReplace(p2p, *token_alignment(pipe.tokenizer, source_prompt, target_prompt), len(schedule),
-                               branches=len(etas))
+        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
+    source_prompt = first.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
+    control = AttentionReplace(p2p, *token_alignment(pipe.tokenizer, source_prompt, jobs[1][1]), len(schedule),
+                               branches=len(jobs))
     with attention_control(pipe.unet, control):
-        return sample_ddim(model, z_T, schedule, cond, uncond, inversion.guidance, progress=progress,
-                           callback=control.step_done)[1:]
+        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
+                           callback=control.step_done)
 
 
-def edit(pipe, inversion: Inversion, target_prompt: str, eta: float | Sequence[float] = DEFAULT_ETA, *,
-         progress: bool = True, allow_extrapolation: bool = False, p2p: P2PConfig | None = None):
-    """Edit an inverted image toward target_prompt. eta=0 reproduces the reconstruction, eta=1 is plain
-    target-prompt sampling from z*_T (the baselines edit with eta=1). A single eta returns one PIL image; a
-    sequence returns a list. p2p: Prompt-to-Prompt attention control (editing/p2p.py)."""
+def edit_latents(pipe, inversion: Inversion, target_prompt: str, etas: Sequence[float], *, progress: Progress = True,
+                 allow_extrapolation: bool = False, p2p: P2PConfig | None = None,
+                 max_batch: int | None = None) -> torch.Tensor:
+    """Edited latents (len(etas), C, h, w) of one inversion; p2p adds Prompt-to-Prompt."""
+    check_etas(etas, allow_extrapolation)
+    return sample_edits(pipe, [(inversion, target_prompt, eta) for eta in etas], progress=progress, p2p=p2p,
+                        max_batch=max_batch)
+
+
+def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | Sequence[str],
+         eta: float | Sequence[float] = DEFAULT_ETA, *, progress: Progress = True, allow_extrapolation: bool = False,
+         p2p: P2PConfig | None = None, max_batch: int | None = None):
+    """Edit inverted images toward their target prompts. eta=0 reproduces the reconstruction, eta=1 is plain
+    target-prompt sampling from z*_T (the baselines edit with eta=1).
+
+    One inversion and a single eta return one PIL image, a sequence of etas a list. A list of inversions (with
+    one target each) returns one list of images per inversion, every (image, eta) sampled in shared UNet batches
+    of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py), one inversion at a time.
+    """
     etas = [eta] if isinstance(eta, (int, float)) else list(eta)
-    images = decode_latents(pipe, edit_latents(pipe, inversion, target_prompt, etas, progress=progress,
-                                               allow_extrapolation=allow_extrapolation, p2p=p2p))
-    return images[0] if isinstance(eta, (int, float)) else images
+    check_etas(etas, allow_extrapolation)
+    many = not isinstance(inversion, Inversion)
+    inversions = list(inversion) if many else [inversion]
+    targets = [target_prompt] * len(inversions) if isinstance(target_prompt, str) else list(target_prompt)
+    if len(targets) != len(inversions):
+        raise ValueError(f"got {len(inversions)} inversions but {len(targets)} target prompts")
+    if p2p is not None and many:
+        raise ValueError("Prompt-to-Prompt edits one inversion at a time")
+    jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
+    latents = sample_edits(pipe, jobs, progress=progress, p2p=p2p, max_batch=max_batch)
+    family = model_family(pipe)
+    images = [image for chunk in latents.split(max_batch or len(latents)) for image in family.decode_latents(chunk)]
+    per_item = chunks(images, len(etas))
+    if many:
+        return per_item
+    return per_item[0][0] if isinstance(eta, (int, float)) else per_item[0]
 
 
-def reconstruct(pipe, inversion: Inversion, progress: bool = True):
+def reconstruct(pipe, inversion: Inversion, progress: Progress = True):
     """The inversion's own reconstruction (eta = 0)."""
     return edit(pipe, inversion, "", 0.0, progress=progress)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..diffusion.conditioning import decode_latents, encode_image, resolution
+from ..models.family import model_family
 from ..editing.edit import DEFAULT_ETA, edit_latents
 from ..editing.p2p import P2PConfig
 from ..interfaces.cli import check_device
-from ..inversion.invert import METHODS, invert, pipeline_fingerprint
+from ..inversion.invert import METHODS, invert
+from ..models.fingerprint import pipeline_fingerprint
 from ..models.loading import load_pipeline
 from .metrics import LearnedMetrics, compare
 from .report import RECONSTRUCTION, image_path, write_outputs
@@ -242,7 +243,7 @@ class Runner:
         else:
             p2p = P2PConfig(cross_replace=job.value) if spec.knob == "cross_replace" else None
             latents = edit_latents(self.pipe, inversion, edit.target_prompt, [1.0], progress=False, p2p=p2p)
-        output = decode_latents(self.pipe, latents)[0]
+        output = model_family(self.pipe).decode_latents(latents)[0]
         row = {"suite": self.suite, "method": spec.name, "knob": job.knob, "image": case.image_id,
                "edit": edit.name if edit else RECONSTRUCTION, "kind": edit.kind if edit else RECONSTRUCTION,
                "source_prompt": case.source_prompt, "target_prompt": edit.target_prompt if edit else "",
@@ -257,7 +258,8 @@ class Runner:
 
     def vae_round_trip(self, case: Case):
         path = image_path(self.out, self.suite, case.image_id, "vae_round_trip")
-        image = decode_latents(self.pipe, encode_image(self.pipe, case.image))[0]
+        family = model_family(self.pipe)
+        image = family.decode_latents(family.encode_images([case.image]))[0]
         save_once(image, path)
         return image
 
@@ -348,10 +350,10 @@ def run(args: argparse.Namespace) -> int:
     check_out(out, settings)  # before the slow part: loading the model
     learned = LearnedMetrics(args.lpips_weights, args.clip_model, args.dino_model)
     pipe = load_pipeline(args.model, device=args.device)
-    cases = build_cases(args, resolution(pipe))
+    cases = build_cases(args, model_family(pipe).default_size)
     fingerprint = pipeline_fingerprint(pipe)
     settings = {"model": fingerprint["model"], "model_sha256": fingerprint["model_sha256"], **settings,
-                "resolution": resolution(pipe)}
+                "resolution": model_family(pipe).default_size}
     prepare_out(out, settings)
     results = ResultsFile(out / "results.csv")
     planned = {(args.suite, spec.name, job.knob, case.image_id, job.edit.name if job.edit else RECONSTRUCTION):

@@ -64,7 +64,7 @@ def strip_markers(prompt: str) -> str:
 
 
 def fit_mask(mask: np.ndarray, image_size: tuple[int, int], resolution: int) -> np.ndarray:
-    """The mask on the model's pixels: stretched to the image, then cropped and resized as images.fit_to_model
+    """The mask on the model's pixels: stretched to the image, then cropped and resized as suites.square
     does. A model pixel counts as edited when any part of it is (box filter, then > 0)."""
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(image_size, Image.NEAREST)
     fitted = ImageOps.fit(image, (resolution, resolution), method=Image.BOX, centering=(0.5, 0.5))

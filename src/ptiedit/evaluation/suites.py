@@ -5,7 +5,7 @@
   depends only on (seed, type, j), so a larger --n or another list of types extends a run without changing it.
 - photos: natural photos shipped inside installed packages, reconstruction only.
 - piebench: a user's PIE-Bench folder (piebench.py): edits with a region mask, no ground truth.
-Images are fitted to the model's resolution (images.fit_to_model); shapes scenes are rendered at it.
+Images are centre-cropped to squares at the model's resolution (as PIE-Bench's masks); shapes scenes are rendered at it.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from ..images import fit_to_model, load_image
+from ..images import load_image, to_rgb
 from ..toyworld.captions import caption
 from ..toyworld.edits import apply_edit, edit_mask, random_edit
 from ..toyworld.render import render
@@ -118,12 +118,17 @@ def package_photos() -> list[tuple[str, str, Callable[[], np.ndarray]]]:
     return photos
 
 
+def square(image: Image.Image, resolution: int) -> Image.Image:
+    """The largest centred square, resized to resolution x resolution."""
+    return ImageOps.fit(to_rgb(image), (resolution, resolution), method=Image.LANCZOS, centering=(0.5, 0.5))
+
+
 def photos_suite(resolution: int, n: int | None = None) -> list[Case]:
     """The first n package photos, center-cropped and resized to the model's resolution; no edits."""
     photos = package_photos()
     if not photos:
         raise ValueError("no sample photos found: install scikit-image, scikit-learn or matplotlib")
-    return [Case(name, fit_to_model(Image.fromarray(np.asarray(load()[..., :3], dtype=np.uint8)), resolution), text)
+    return [Case(name, square(Image.fromarray(np.asarray(load()[..., :3], dtype=np.uint8)), resolution), text)
             for name, text, load in photos[:n]]
 
 
@@ -134,5 +139,5 @@ def piebench_suite(folder, resolution: int, n: int | None = None) -> list[Case]:
         image = load_image(entry.image_path)
         edited = fit_mask(entry.mask, image.size, resolution)
         change = EditCase(f"type{entry.edit_type}", entry.edit_type, entry.target_prompt, edited=edited)
-        cases.append(Case(entry.id, fit_to_model(image, resolution), entry.source_prompt, [change]))
+        cases.append(Case(entry.id, square(image, resolution), entry.source_prompt, [change]))
     return cases

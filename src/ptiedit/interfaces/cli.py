@@ -22,10 +22,11 @@ from PIL import Image
 from .. import __version__
 from ..demo import ETAS as DEMO_ETAS
 from ..demo import demo_files, run_demo
-from ..diffusion.conditioning import PromptTruncatedWarning, resolution
+from ..models.family import PromptTruncatedWarning, model_family
 from ..editing.edit import DEFAULT_ETA, edit, reconstruct
-from ..images import MAX_PIXELS, fit_to_model, load_image, pixels_sha256
-from ..inversion.invert import invert, pipeline_fingerprint
+from ..images import MAX_PIXELS, load_image, pixels_sha256
+from ..inversion.invert import invert
+from ..models.fingerprint import pipeline_fingerprint
 from ..inversion.result import Inversion
 from ..models.loading import load_pipeline
 from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_inversion, write_png
@@ -181,7 +182,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     pipe = open_model(args)
     if reuse:
         inversion.check_compatible(pipeline_fingerprint(pipe))
-        if inversion.fingerprint.get("image_sha256") != pixels_sha256(fit_to_model(image, resolution(pipe))):
+        if inversion.fingerprint.get("image_sha256") != pixels_sha256(model_family(pipe).fit(image)):
             raise ValueError(f"{inversion_path} was made from another image than {args.input}")
     else:
         inversion = run_inversion(pipe, image, args, init_prompt or "")
@@ -200,7 +201,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed))
         say(args, f"wrote {path}")
     if grid is not None:
-        row = [fit_to_model(image, resolution(pipe)), results[0.0], *(results[eta] for eta in etas)]
+        row = [model_family(pipe).fit(image), results[0.0], *(results[eta] for eta in etas)]
         picture = label_grid([row], ["input", "reconstruction", *(f"eta {eta_name(eta)}" for eta in etas)])
         write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed))
         say(args, f"wrote {grid}")

@@ -158,12 +158,12 @@ def build_app(pipe, workdir: Path):
     import torch
 
     from .. import edit, invert
-    from ..diffusion.conditioning import PromptTruncatedWarning, resolution
-    from ..images import fit_to_model, pixels_sha256
-    from ..inversion.invert import pipeline_fingerprint
+    from ..images import pixels_sha256
+    from ..models.family import PromptTruncatedWarning, model_family
+    from ..models.fingerprint import pipeline_fingerprint
     from ..outputs import result_settings, write_inversion, write_png
 
-    size = resolution(pipe)
+    family = model_family(pipe)
     model_name = getattr(pipe, "ptiedit_model_name", "unknown model")
 
     def refuse(error: ValueError):
@@ -184,7 +184,7 @@ def build_app(pipe, workdir: Path):
         try:
             settings = check_request(prompt, eta, steps, guidance, inner_steps, seed)
             sweep_etas = parse_etas(sweep if isinstance(sweep, str) else "")
-            image = fit_to_model(open_upload(upload), size)
+            image = family.fit(open_upload(upload))
         except ValueError as error:
             raise refuse(error) from None
         session = session or Session(Path(tempfile.mkdtemp(prefix="session-", dir=workdir)))
@@ -235,7 +235,7 @@ def build_app(pipe, workdir: Path):
 
     with gr.Blocks(title="ptiedit: Prompt Tuning Inversion editor", analytics_enabled=False) as demo:
         gr.Markdown(f"## ptiedit: text-driven editing with Prompt Tuning Inversion\nModel: **{model_name}** "
-                    f"({size}x{size} px). The image is inverted once per session and settings; changing only "
+                    f"({family.default_size}x{family.default_size} px). The image is inverted once per session and settings; changing only "
                     "the prompt or eta edits again without inverting.")
         state = gr.State(None, delete_callback=lambda session: session.close() if session else None)
         with gr.Row():

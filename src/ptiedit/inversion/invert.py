@@ -1,18 +1,18 @@
-"""One entry point for every inversion method: encode, invert, fingerprint."""
+"""One entry point for every inversion method: fit, encode, invert in batches, fingerprint."""
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
+from typing import Sequence
 
 from PIL import Image
 
 from .. import __version__
-from ..diffusion.conditioning import encode_image, encode_prompt, resolution
+from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import make_schedule
-from ..diffusion.model import NoisePredictor
-from ..images import fit_to_model, pixels_sha256
-from ..models.loading import model_fingerprint
+from ..diffusion.progress import Progress
+from ..images import pixels_sha256
+from ..models.family import model_family
+from ..models.fingerprint import pipeline_fingerprint
 from .ddim import ddim_inversion
 from .negative_prompt import negative_prompt_inversion
 from .null_text import null_text_inversion
@@ -24,51 +24,62 @@ METHODS = {"pti": prompt_tuning_inversion, "ddim": ddim_inversion, "null_text": 
            "negative_prompt": negative_prompt_inversion, "sdedit": sdedit}
 
 
-def pipeline_fingerprint(pipe) -> dict:
-    """Model identity and scheduler config, cached on the pipeline."""
-    if getattr(pipe, "ptiedit_fingerprint", None) is None:
-        scheduler = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
-        pipe.ptiedit_fingerprint = {**model_fingerprint(pipe),
-                                    "scheduler": hashlib.sha256(scheduler.encode()).hexdigest()[:16]}
-    return pipe.ptiedit_fingerprint
-
-
-def check_settings(steps: int, guidance: float) -> None:
-    if not 1 <= steps <= 1000:
-        raise ValueError(f"steps must be between 1 and 1000, got {steps}")
-    if not 0 <= guidance <= 50:
-        raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
-
-
-def invert(pipe, image: Image.Image, *, method: str = "pti", prompt: str = "", steps: int = 50,
-           guidance: float = 7.5, progress: bool = True, **options) -> Inversion:
-    """Invert a real image with one of METHODS.
-
-    prompt: what the inversion is conditioned on: for PTI the prompt that initializes c_T (default empty, which
-    makes one inversion reusable for any target; pass the target prompt to start from it); for the baselines
-    the source caption. options go to the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength,
-    seed).
-    """
+def check_options(method: str, guidance: float, options: dict) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown inversion method {method!r}; choose from {', '.join(METHODS)}")
-    check_settings(steps, guidance)
+    if not 0 <= guidance <= 50:
+        raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
     known = [name for name, p in inspect.signature(METHODS[method]).parameters.items() if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(known) - {"prompt_embedding", "null_embedding", "guidance", "progress"})
+    unknown = sorted(set(options) - set(known) - {"prompt", "null", "guidance", "progress"})
     if unknown:
         raise ValueError(f"method {method!r} has no option {', '.join(unknown)}")
-    # 1. Fit the image to the model and encode it.
-    image = fit_to_model(image, resolution(pipe))
-    z0 = encode_image(pipe, image)
-    # 2. Embed the prompts and build the DDIM schedule.
-    prompt_embedding, null_embedding = encode_prompt(pipe, prompt), encode_prompt(pipe, "")
+
+
+def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "pti",
+           prompt: str | Sequence[str] = "", steps: int = 50, guidance: float = 7.5, progress: Progress = True,
+           max_batch: int | None = None, **options) -> Inversion | list[Inversion]:
+    """Invert a real image, or a list of them, with one of METHODS.
+
+    prompt: what the inversion is conditioned on (one, or one per image): for PTI the prompt that initializes
+    c_T (default empty, which makes one inversion reusable for any target; pass the target prompt to start from
+    it); for the baselines the source caption. options go to the method (PTI, null_text: inner_steps, lr,
+    early_stop; sdedit: strength, seed). A list is inverted in UNet batches of up to max_batch images of one
+    size; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs.
+    """
+    images = [image] if isinstance(image, Image.Image) else list(image)
+    prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    check_options(method, guidance, options)
+    family = model_family(pipe)
     schedule = make_schedule(pipe.scheduler, steps)
-    # 3. Run the method.
-    model = NoisePredictor(pipe.unet, pipe.scheduler)
-    result = METHODS[method](model, z0, schedule, prompt_embedding=prompt_embedding, null_embedding=null_embedding,
-                             guidance=guidance, progress=progress, **options)
-    result.stats["unet_calls"] = model.forward_calls
-    # 4. Record what is needed to refuse a mismatched edit later.
-    fingerprint = {**pipeline_fingerprint(pipe), "image_sha256": pixels_sha256(image), "version": __version__}
-    settings = {"steps": steps, "guidance": guidance, "prompt": prompt, **options}
-    timesteps = schedule.timesteps if result.timesteps is None else result.timesteps
-    return Inversion(method, result.z_T, timesteps, result.cond, result.uncond, settings, fingerprint, result.stats)
+    # 1. Fit the images to the model, keeping their aspect ratio; group them by size for batching.
+    fitted = [family.fit(im) for im in images]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, im in enumerate(fitted):
+        groups.setdefault(im.size, []).append(index)
+    batches = [members[i:i + (max_batch or len(members))] for members in groups.values()
+               for i in range(0, len(members), max_batch or len(members))]
+    null = family.null_conditioning()
+    fingerprint = pipeline_fingerprint(pipe)
+    results: list[Inversion | None] = [None] * len(images)
+    for batch in batches:
+        # 2. Encode the images and their prompts.
+        z0 = family.encode_images([fitted[i] for i in batch])
+        prompt = Conditioning.cat([family.encode_prompt(prompts[i]) for i in batch])
+        # 3. Run the method on the whole batch.
+        calls = family.forward_calls
+        result = METHODS[method](family, z0, schedule, prompt=prompt, null=null, guidance=guidance,
+                                 progress=progress, **options)
+        # 4. One Inversion per image, with what is needed to refuse a mismatched edit later.
+        for b, index in enumerate(batch):
+            z_T, cond, uncond, stats = result.item(b)
+            stats["unet_calls"] = (family.forward_calls - calls) / len(batch)  # this image's share of the batch
+            stats["seconds"] = result.stats["seconds"] / len(batch)
+            settings = {"steps": steps, "guidance": guidance, "prompt": prompts[index], **options}
+            image_fingerprint = {**fingerprint, "image_sha256": pixels_sha256(fitted[index]), "version": __version__}
+            timesteps = schedule.timesteps if result.timesteps is None else result.timesteps
+            results[index] = Inversion(method, z_T, timesteps, cond, uncond, settings, image_fingerprint, stats)
+    return results[0] if isinstance(image, Image.Image) else results

@@ -4,34 +4,51 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-FORMAT = "ptiedit.inversion/1"
-TENSORS = ("z_T", "timesteps", "cond", "uncond")
+from ..diffusion.conditioning import Conditioning
+from ..models.fingerprint import check_same_model
+
+FORMAT = "ptiedit.inversion/2"  # /1 held bare embeddings and a weaker model check
 
 
 @dataclass
 class Inverted:
-    """What an inversion method computes; `invert` adds the settings and fingerprint to make an Inversion."""
+    """What an inversion method computes for a batch of images; `invert` splits it into one Inversion each."""
 
-    z_T: torch.Tensor
-    cond: torch.Tensor
-    uncond: torch.Tensor
-    stats: dict
-    reconstruction: torch.Tensor | None = None  # latent the method itself reconstructs, when it has one
+    z_T: torch.Tensor  # (B, C, h, w)
+    cond: Conditioning  # batch B, or batch 1 shared by every image; per step (T, B, ...) or not
+    uncond: Conditioning
+    stats: dict  # per-image lists under "per_image", batch totals otherwise
+    reconstruction: torch.Tensor | None = None  # latents the method itself reconstructs, when it has them
     timesteps: torch.Tensor | None = None  # only when sampling starts part-way (SDEdit)
+
+    @classmethod
+    def from_steps(cls, z_T, cond, uncond, steps, seconds: float, reconstruction=None) -> "Inverted":
+        """A tuning method's result, with each image's loss and Adam updates per step from its TunedSteps."""
+        per_image = [{"loss": [float(s.loss[b]) for s in steps], "initial_loss": [float(s.first_loss[b]) for s in steps],
+                      "iterations": [int(s.iterations[b]) for s in steps]} for b in range(len(z_T))]
+        return cls(z_T, cond, uncond, {"seconds": seconds, "per_image": per_image}, reconstruction)
+
+    def item(self, b: int) -> tuple[torch.Tensor, Conditioning, Conditioning, dict]:
+        """Image b's z_T, cond, uncond and stats (batch-1 conditionings)."""
+        # copies, so one image's Inversion does not keep the whole batch's tensors alive
+        pick = (lambda c: c.items(slice(b, b + 1)).map(torch.Tensor.contiguous) if c.batch_size > 1 else c)
+        stats = {key: value for key, value in self.stats.items() if key != "per_image"}
+        stats.update(self.stats.get("per_image", [{}] * len(self.z_T))[b])
+        return self.z_T[b:b + 1].clone(), pick(self.cond), pick(self.uncond), stats
 
 
 @dataclass
 class Inversion:
-    """What editing needs to re-run the sampler from an image's inverted noise.
+    """What editing needs to re-run the sampler from one image's inverted noise.
 
-    Sampling step i (timesteps[i], descending) uses cond[i] and uncond[i] when they carry a leading step axis
-    (T, 1, L, D); a (1, L, D) embedding serves every step.
-    - PTI: cond = the tuned c_t, uncond = the null-prompt embedding.
+    Sampling step i (timesteps[i], descending) uses cond.at_step(i) and uncond.at_step(i): per-step
+    conditionings carry a leading step axis (T, 1, ...); a fixed one serves every step.
+    - PTI: cond = the tuned c_t, uncond = the unconditional branch.
     - Null-text inversion: cond = source prompt, uncond = the tuned null embeddings.
     - Negative-prompt inversion: cond = uncond = source prompt.
     - DDIM / SDEdit: cond = source prompt (or null), uncond = null; SDEdit's timesteps start part-way.
@@ -40,8 +57,8 @@ class Inversion:
     method: str
     z_T: torch.Tensor
     timesteps: torch.Tensor
-    cond: torch.Tensor
-    uncond: torch.Tensor
+    cond: Conditioning
+    uncond: Conditioning
     settings: dict
     fingerprint: dict
     stats: dict = field(default_factory=dict)
@@ -51,18 +68,22 @@ class Inversion:
         return float(self.settings["guidance"])
 
     def check_compatible(self, fingerprint: dict) -> None:
-        """Refuse to edit with a pipeline other than the one this inversion was made with."""
-        for key in ("model_sha256", "scheduler"):  # not the name: one model may be reached by several paths
-            if self.fingerprint.get(key) != fingerprint.get(key):
-                raise ValueError(f"this inversion was made with {key} {self.fingerprint.get(key)!r}, "
-                                 f"but the loaded pipeline has {fingerprint.get(key)!r}; invert the image again")
+        """Refuse to edit with a pipeline other than the one this inversion was made with (models/fingerprint.py)."""
+        check_same_model(self.fingerprint, fingerprint)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        named = {"z_T": self.z_T, "timesteps": self.timesteps}
+        for branch in ("cond", "uncond"):
+            c = getattr(self, branch)
+            named.update({f"{branch}.{f.name}": t for f, t in zip(fields(c), c.tensors()) if t is not None})
+        return named
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: tensors in safetensors, everything else as JSON in its metadata."""
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {name: getattr(self, name).detach().cpu().clone() for name in TENSORS}  # no shared storage
+        tensors = {name: t.detach().cpu().contiguous().clone() for name, t in self.tensors().items()}  # no shared storage
         meta = {"format": FORMAT, "method": self.method, "settings": self.settings,
                 "fingerprint": self.fingerprint, "stats": self.stats}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,14 +106,17 @@ class Inversion:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("ptiedit", "{}"))
+                if meta.get("format", "").startswith("ptiedit.inversion/") and meta["format"] != FORMAT:
+                    raise ValueError("written by another version of ptiedit; invert the image again")
                 if meta.get("format") != FORMAT:
                     raise ValueError("not a ptiedit inversion file")
-                tensors = {name: f.get_tensor(name) for name in TENSORS}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except FileNotFoundError:
             raise ValueError(f"{path}: no such file") from None
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
         except Exception as error:  # safetensors raises its own error types on corrupt headers
             raise ValueError(f"{path}: not a readable inversion file ({type(error).__name__})") from None
-        return cls(meta["method"], tensors["z_T"], tensors["timesteps"], tensors["cond"], tensors["uncond"],
-                   meta["settings"], meta["fingerprint"], meta.get("stats", {}))
+        cond, uncond = (Conditioning(tensors[f"{b}.tokens"], tensors.get(f"{b}.pooled")) for b in ("cond", "uncond"))
+        return cls(meta["method"], tensors["z_T"], tensors["timesteps"], cond, uncond, meta["settings"],
+                   meta["fingerprint"], meta.get("stats", {}))

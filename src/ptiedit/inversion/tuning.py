@@ -1,46 +1,67 @@
-"""The inner loop PTI and null-text inversion share: tune one embedding so a guided DDIM step hits its target."""
+"""The inner loop PTI and null-text inversion share: tune one conditioning so a guided DDIM step hits its target.
+
+Vectorized over images: each image keeps its own conditioning, loss and early stopping.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..diffusion.ddim import ddim_transition
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.ddim import cfg, ddim_transition
 
 
 @dataclass
 class TunedStep:
-    embedding: torch.Tensor  # the tuned embedding, detached (a copy: Adam updates in place)
-    z_next: torch.Tensor  # the latent this embedding's guided step produces
-    first_loss: float  # loss before tuning
-    loss: float  # loss of the kept (embedding, z_next) pair
-    iterations: int  # Adam updates made
+    conditioning: Conditioning  # the tuned conditioning per image, detached
+    z_next: torch.Tensor  # (B, C, h, w) the latent each image's kept conditioning produces
+    first_loss: torch.Tensor  # (B,) loss before tuning
+    loss: torch.Tensor  # (B,) loss of the kept (conditioning, z_next) pair
+    iterations: torch.Tensor  # (B,) Adam updates made
 
 
-def tune_guided_step(model, z, t, alpha: float, alpha_next: float, target: torch.Tensor, embedding: torch.Tensor,
-                     fixed_eps: torch.Tensor, tuned_branch: str, guidance: float, inner_steps: int, lr: float,
-                     threshold: float) -> TunedStep:
-    """Adam on ||DDIM(z, eps_u + w (eps_c - eps_u)) - target||^2 over the embedding of one CFG branch.
+def tune_guided_step(model, z: torch.Tensor, t, alpha: float, alpha_next: float, target: torch.Tensor,
+                     conditioning: Conditioning, fixed_eps: torch.Tensor, tuned_branch: str, guidance: float,
+                     inner_steps: int, lr: float, threshold: float) -> TunedStep:
+    """Adam on ||DDIM(z, eps_u + w (eps_c - eps_u)) - target||^2 over the conditioning of one CFG branch.
 
     tuned_branch "cond" (PTI: c_t) or "uncond" (null-text inversion); the other branch's eps is fixed_eps,
-    computed once per timestep by the caller. Each iteration first evaluates the current embedding and stops
-    when the loss is below threshold or the budget is spent, so the kept pair replays exactly when editing and
-    the last evaluation needs no backward pass.
+    computed once per timestep by the caller. Each iteration first evaluates the images still tuning; an image
+    whose mean squared error is below threshold, or whose budget is spent, keeps that (conditioning, z_next)
+    pair, so it replays exactly when editing and its last evaluation needs no backward pass. The others take
+    one Adam step: Adam is elementwise, so one optimizer over the batch equals one per image.
     """
-    embedding = embedding.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([embedding], lr=lr)
+    batch = len(z)
+    params = conditioning.expand(batch).detach().map(lambda x: x.float().requires_grad_(True))
+    optimizer = torch.optim.Adam([p for p in params.tensors() if p is not None], lr=lr)
+    kept, z_kept = [None] * batch, torch.empty_like(target)
+    first_loss, loss_kept = torch.zeros(batch), torch.zeros(batch)
+    iterations = torch.zeros(batch, dtype=torch.long)
+    active = torch.arange(batch)  # images still tuning
     for k in range(inner_steps + 1):
-        last = k == inner_steps
-        with torch.set_grad_enabled(not last):
-            eps = model(z, t, embedding)
-            eps_u, eps_c = (fixed_eps, eps) if tuned_branch == "cond" else (eps, fixed_eps)
-            z_next = ddim_transition(z, eps_u + guidance * (eps_c - eps_u), alpha, alpha_next)
-            loss = F.mse_loss(z_next, target)
-        first_loss = loss.item() if k == 0 else first_loss
-        if last or loss.item() < threshold:
+        with torch.set_grad_enabled(k < inner_steps):
+            eps = model(z[active], t, params.items(active.to(params.tokens.device)))
+            fixed = fixed_eps[active]
+            eps_u, eps_c = (fixed, eps) if tuned_branch == "cond" else (eps, fixed)
+            z_next = ddim_transition(z[active], cfg(eps_u, eps_c, guidance), alpha, alpha_next)
+            error = (z_next - target[active]).square().flatten(1)
+        mse = error.detach().mean(1).cpu()  # per image: early stopping compares it across resolutions
+        if k == 0:
+            first_loss[:] = mse
+        done = (mse < threshold) | (k == inner_steps)
+        for j in done.nonzero().flatten().tolist():
+            b = int(active[j])
+            kept[b] = params.items(slice(b, b + 1)).detach()
+            z_kept[b], loss_kept[b], iterations[b] = z_next[j].detach(), mse[j], k
+        active = active[~done]
+        if len(active) == 0:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Summed, not averaged, over latent elements (and images, which keeps their gradients independent):
+        # d loss / d z_next is then 2 (z_next - z*) per element, about 1e-2 at the early-stop loss whatever the
+        # resolution. A mean over SD's 16,384 latent elements would bring it to ~1e-6, subnormal in fp16, and
+        # smaller still inside an fp16/bf16 UNet's backward pass. Adam is invariant to the loss scale.
+        error[~done].sum().backward()
         optimizer.step()
-    return TunedStep(embedding.detach().clone(), z_next.detach(), first_loss, loss.item(), k)
+    return TunedStep(Conditioning.cat(kept), z_kept, first_loss, loss_kept, iterations)

@@ -1,39 +1,76 @@
-"""Load a Stable-Diffusion-layout pipeline (hub id, local folder, or the embedded shapes-world model)."""
+"""Load a diffusers pipeline of a supported family (hub id, local folder, or the embedded shapes-world model)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from .family import family_of_index
+
 EMBEDDED_MODEL = Path(__file__).parent / "embedded" / "shapes-sd"
 EMBEDDED_NAME = "ptiedit/shapes-sd (embedded)"
+EMBEDDED_UNET_PARAMETERS = 7_000_000  # a bigger UNet on the CPU deserves a warning
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+class SlowDeviceWarning(UserWarning):
+    """The model will run, but slowly, on this device or in this dtype."""
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' is CUDA if available, then Apple's MPS, else the CPU; other names are checked and kept."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return str(device)
 
 
 def resolve_dtype(dtype, device: str) -> torch.dtype:
+    """None means fp32 on the CPU and fp16 elsewhere."""
     if dtype is None:
         return torch.float32 if device == "cpu" else torch.float16
     if isinstance(dtype, str):
-        table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-                 "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-        if dtype not in table:
+        if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        dtype = table[dtype]
+        dtype = DTYPES[dtype]
     if device == "cpu" and dtype == torch.float16:
-        raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+        warnings.warn("fp16 on the CPU is slow (about 8x fp32); use it to test half precision, not for speed",
+                      SlowDeviceWarning)
     return dtype
 
 
-def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", dtype=None):
-    """A frozen StableDiffusionPipeline with a DDIM scheduler. model=None loads the embedded shapes-world model.
+def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", dtype=None, *,
+                  gradient_checkpointing: bool = False, vae_slicing: bool = False, vae_tiling: bool = False,
+                  cpu_offload: bool = False):
+    """A frozen diffusers pipeline with a DDIM scheduler. model=None loads the embedded shapes-world model.
 
-    Honours HF_HUB_OFFLINE. Raises ValueError with one readable line when the model cannot be loaded.
+    The family (SD 1.x/2.x, SDXL) comes from model_index.json. Memory controls: gradient checkpointing of the
+    UNet (stage-1 backward passes), VAE slicing/tiling (decoding many or large images), and model CPU offload
+    through accelerate (each component moves to the GPU only while it runs). Attention uses torch's
+    scaled_dot_product_attention (diffusers' default). Honours HF_HUB_OFFLINE. Raises ValueError with one
+    readable line when the model cannot be loaded.
     """
     quiet_libraries()
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    import diffusers
+    from diffusers import DDIMScheduler, DiffusionPipeline
 
     if model is None:
         if not (EMBEDDED_MODEL / "model_index.json").exists():
@@ -42,25 +79,61 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
     else:
         source = name = str(Path(model).resolve()) if Path(model).exists() else str(model)
         if Path(source).exists() and not (Path(source) / "model_index.json").exists():
-            raise ValueError(f"{source} is not a diffusers Stable Diffusion folder (no model_index.json)")
+            raise ValueError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
+    device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, safety_checker=None,
-                                                           feature_extractor=None, requires_safety_checker=False)
+            family = family_of_index(DiffusionPipeline.load_config(source))
+            pipe = getattr(diffusers, family.pipeline_class).from_pretrained(
+                source, torch_dtype=torch_dtype, **family.load_options)
+    except ValueError as error:
+        if str(error).startswith("unsupported pipeline"):
+            raise
+        raise ValueError(f"cannot load model {name!r}{offline_note()}: {first_line(error)}") from None
     except Exception as error:  # hub/IO/config errors come in many types; the user needs one line either way
-        offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"cannot load model {name!r}{offline}: {first_line}") from None
+        raise ValueError(f"cannot load model {name!r}{offline_note()}: {first_line(error)}") from None
     # DDIM needs only the schedule (betas, offset, prediction type), which every SD scheduler config carries.
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe = pipe.to(device)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False).eval()
+    if torch_dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+        pipe.vae.to(torch.float32)  # this VAE overflows in fp16 (NaN or black images): keep it in fp32
+    if cpu_offload:
+        if device == "cpu":
+            raise ValueError("CPU offload moves components to a GPU while they run; it needs --device cuda or mps")
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval()
+    if gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if vae_tiling:
+        pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     pipe.ptiedit_model_name = name
+    if device == "cpu" and pipe.unet.num_parameters() > EMBEDDED_UNET_PARAMETERS:
+        warnings.warn(f"{name} has a {pipe.unet.num_parameters() / 1e6:.0f}M-parameter UNet: on the CPU an "
+                      f"inversion may take hours; use a GPU (--device cuda)", SlowDeviceWarning)
     return pipe
+
+
+def offline_note() -> str:
+    return " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def valid_steps(pipe) -> range:
+    """The DDIM step counts this pipeline's scheduler config allows."""
+    from ..diffusion.ddim import max_steps
+
+    return range(1, max_steps(pipe.scheduler) + 1)
 
 
 def quiet_libraries() -> None:
@@ -71,15 +144,3 @@ def quiet_libraries() -> None:
     for logging in (diffusers_logging, transformers_logging):
         logging.set_verbosity_error()
         logging.disable_progress_bar()
-
-
-def model_fingerprint(pipe) -> dict:
-    """Identity of a pipeline: its name, and a hash of its component configs and a few weights."""
-    h = hashlib.sha256()
-    for component in (pipe.unet, pipe.text_encoder, pipe.vae):
-        config = component.config.to_dict() if hasattr(component.config, "to_dict") else dict(component.config)
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
-        for tensor in component.state_dict().values():  # a strided sample of every weight tensor: cheap, and
-            flat = tensor.detach().reshape(-1)  # a fine-tune of any layer (e.g. a merged LoRA) changes it
-            h.update(flat[:: max(1, flat.numel() // 256)].float().cpu().numpy().tobytes())
-    return {"model": getattr(pipe, "ptiedit_model_name", "unknown"), "model_sha256": h.hexdigest()[:16]}

@@ -1,0 +1,165 @@
+"""Model families: the one seam between diffusers pipelines and ptiedit's samplers and methods.
+
+An adapter owns what differs between families: prompt encoding (through the pipeline's own `encode_prompt`),
+the unconditional branch, the UNet call with any added conditions, the VAE, the default resolution and the
+components that make up the model's identity. Everything else (DDIM, PTI, the baselines, P2P, save/load, the
+bench) sees only `family(z, t, cond) -> eps` and `Conditioning`.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..diffusion.conditioning import Conditioning
+from ..images import fit_to_model
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt was longer than the tokenizer's limit; the message names the dropped words."""
+
+
+class NonFiniteError(ValueError):
+    """A latent or image held NaN or inf (typically fp16 overflow)."""
+
+
+def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"{what} holds NaN or inf values (half-precision overflow?); try --dtype bf16 or fp32")
+    return x
+
+
+class StableDiffusion:
+    """Stable Diffusion 1.x/2.x: one CLIP text encoder, token embeddings only, empty-prompt negative."""
+
+    name = "sd"
+    pipeline_class = "StableDiffusionPipeline"
+    load_options = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+    @staticmethod
+    def matches(components: set[str]) -> bool:
+        """Whether a model_index.json listing these components is of this family."""
+        return {"unet", "vae", "text_encoder", "tokenizer"} <= components and "text_encoder_2" not in components
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.prediction_type = pipe.scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+        self.alphas_cumprod = pipe.scheduler.alphas_cumprod.double()
+        self.forward_calls = 0  # counted for the speed benchmark and the early-stopping tests
+
+    # Identity and geometry -------------------------------------------------------------------------------------
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The modules whose weights define the model (fingerprinted)."""
+        return {"unet": self.pipe.unet, "vae": self.pipe.vae, "text_encoder": self.pipe.text_encoder}
+
+    @property
+    def tokenizers(self) -> list:
+        return [self.pipe.tokenizer]
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device  # the compute device, also under model CPU offload
+
+    @property
+    def default_size(self) -> int:
+        """Side in pixels of the square the model was trained at."""
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's downsampling times the UNet's."""
+        return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """The image at about the model's pixel count, aspect ratio kept (images.fit_to_model)."""
+        return fit_to_model(image, self.default_size ** 2, self.size_multiple)
+
+    # Text ------------------------------------------------------------------------------------------------------
+    def warn_if_truncated(self, prompt: str) -> None:
+        for tokenizer in self.tokenizers:
+            limit, ids = tokenizer.model_max_length, tokenizer(prompt).input_ids
+            if len(ids) > limit:
+                dropped = tokenizer.decode(ids[limit - 1:-1]).strip()
+                warnings.warn(f"prompt is longer than {limit} tokens; dropped: {dropped!r}", PromptTruncatedWarning)
+                return
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> Conditioning:
+        """The conditioning (batch 1, fp32) the pipeline itself would use for `prompt`."""
+        self.warn_if_truncated(prompt)
+        tokens, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+        return Conditioning(tokens.float())
+
+    def null_conditioning(self) -> Conditioning:
+        """The unconditional branch, by the pipeline's convention (SD: the empty prompt)."""
+        return self.encode_prompt("")
+
+    # Denoiser --------------------------------------------------------------------------------------------------
+    def unet_inputs(self, z: torch.Tensor, cond: Conditioning) -> dict:
+        """Keyword arguments of the UNet call besides the latent and timestep."""
+        return {"encoder_hidden_states": cond.tokens.to(self.pipe.unet.dtype)}
+
+    def __call__(self, z: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
+        """eps(z, t, c) in fp32, whatever the UNet predicts (epsilon, v as in SD 2.x, or x0).
+
+        The UNet may run in fp16/bf16: inputs are cast to its dtype and the output back to fp32, so gradients
+        with respect to an fp32 conditioning flow through the casts.
+        """
+        self.forward_calls += 1
+        unet = self.pipe.unet
+        t = torch.as_tensor(t, device=z.device)
+        out = unet(z.to(unet.dtype), t, **self.unet_inputs(z, cond.expand(len(z)))).sample.float()
+        if self.prediction_type == "epsilon":
+            return out
+        a = float(self.alphas_cumprod[int(t.reshape(-1)[0])])
+        if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0  =>  eps = sqrt(a) v + sqrt(1-a) z
+            return a ** 0.5 * out + (1 - a) ** 0.5 * z.float()
+        return (z.float() - a ** 0.5 * out) / (1 - a) ** 0.5
+
+    # Images ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """Latents z_0 (B, C, h, w) in fp32: posterior means times vae.config.scaling_factor (deterministic)."""
+        vae = self.pipe.vae
+        x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1)
+                         for im in images]).permute(0, 3, 1, 2)
+        latent = vae.encode(x.to(self.device, vae.dtype)).latent_dist.mean.float()
+        # contiguous: a channels-last latent would round differently from its saved copy and break bit-exact replay
+        return check_finite(latent * vae.config.scaling_factor, "the encoded latent").contiguous()
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
+        """Decode latents (B, C, h, w) to RGB images; refuses non-finite results rather than writing black PNGs."""
+        vae = self.pipe.vae
+        check_finite(z, "the sampled latent")
+        x = check_finite(vae.decode((z / vae.config.scaling_factor).to(self.device, vae.dtype)).sample.float(),
+                         "the decoded image")
+        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(p) for p in pixels]
+
+
+FAMILIES = (StableDiffusion,)
+
+
+def family_of_index(index: dict):
+    """The family whose components a model_index.json lists."""
+    components = {name for name, value in index.items()
+                  if not name.startswith("_") and isinstance(value, (list, tuple)) and value[0] is not None}
+    for family in FAMILIES:
+        if family.matches(components):
+            return family
+    raise ValueError(f"unsupported pipeline {index.get('_class_name')!r}; ptiedit supports "
+                     f"{', '.join(f.pipeline_class for f in FAMILIES)} layouts")
+
+
+def model_family(pipe) -> StableDiffusion:
+    """The pipeline's adapter, made once and kept on the pipeline."""
+    family = getattr(pipe, "ptiedit_family", None)
+    if family is None:
+        family = pipe.ptiedit_family = family_of_index(dict(pipe.config))(pipe)
+    return family

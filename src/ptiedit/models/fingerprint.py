@@ -1,0 +1,84 @@
+"""Model identity for inversion files: the same weights pass from any folder, cache, machine or library version;
+any changed weight (a fine-tune, a merged LoRA, another VAE) or schedule is refused, saying what differs.
+
+Weights are checksummed bit for bit after rounding to a half-precision dtype, so a model loaded in fp32 and the
+same model loaded in fp16 (or bf16) agree: an fp32 pipeline checks against both, an fp16 one against fp16 and a
+bf16 one against bf16. fp16 and bf16 round differently and cannot be checked against each other, so that pair is
+refused. An inversion used in another dtype than it was made in edits as usual, but eta = 0 replays stage 1 only
+up to that dtype's rounding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from .family import model_family
+
+# The scheduler settings that define DDIM's timesteps and alpha-bars (not paths, class names or versions).
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                 "prediction_type", "set_alpha_to_one", "steps_offset", "timestep_spacing", "rescale_betas_zero_snr")
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CHECKABLE = {torch.float32: ("fp16", "bf16"), torch.float16: ("fp16",), torch.bfloat16: ("bf16",)}
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@torch.no_grad()
+def weights_checksum(module: torch.nn.Module, dtype: torch.dtype) -> str:
+    """sha256 over every tensor's name, shape and sum_i bits_i (2i + 1) mod 2^64 after rounding to dtype.
+
+    The odd weights make any single changed element change the sum (odd numbers are invertible mod 2^64), and
+    the sum runs on the tensor's own device, so a multi-GB UNet on a GPU is checked in well under a second.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        bits = tensor.to(dtype).view(torch.int16) if tensor.is_floating_point() else tensor
+        flat = bits.reshape(-1).long()
+        odd = torch.arange(1, 2 * flat.numel(), 2, device=flat.device)
+        digest.update(f"{name}{tuple(tensor.shape)}{int((flat * odd).sum())};".encode())
+    return digest.hexdigest()[:16]
+
+
+def pipeline_fingerprint(pipe) -> dict:
+    """Family, schedule and weight checksums of a pipeline; computed once and kept on the pipeline."""
+    if getattr(pipe, "ptiedit_fingerprint", None) is None:
+        family = model_family(pipe)
+        dtype = family.pipe.unet.dtype
+        config = dict(pipe.scheduler.config)
+        identity = {
+            "family": family.name,
+            "model": getattr(pipe, "ptiedit_model_name", "unknown"),
+            "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
+            "scheduler": {key: config.get(key) for key in SCHEDULE_KEYS},
+            "weights": {half: {name: weights_checksum(module, HALF[half])
+                               for name, module in family.components.items()}
+                        for half in CHECKABLE.get(dtype, ())},
+        }
+        summary = hashlib.sha256(json.dumps([identity["family"], identity["scheduler"], identity["weights"]],
+                                            sort_keys=True).encode()).hexdigest()[:16]
+        pipe.ptiedit_fingerprint = {**identity, "model_sha256": summary}  # one id per model and dtype, for caches
+    return pipe.ptiedit_fingerprint
+
+
+def check_same_model(made: dict, current: dict) -> None:
+    """Raise ValueError naming what differs between the pipeline an inversion was made with and this one."""
+    again = "invert the image again with this model"
+    if made["family"] != current["family"]:
+        raise ValueError(f"this inversion was made with a {made['family']!r} model, but the loaded pipeline is "
+                         f"{current['family']!r}; {again}")
+    changed = [key for key in SCHEDULE_KEYS if json.dumps(made["scheduler"].get(key)) !=
+               json.dumps(current["scheduler"].get(key))]
+    if changed:
+        key = changed[0]
+        raise ValueError(f"the scheduler's {key} differs ({made['scheduler'].get(key)!r} when inverted, "
+                         f"{current['scheduler'].get(key)!r} now); {again}")
+    common = sorted(set(made["weights"]) & set(current["weights"]))
+    if not common:
+        raise ValueError(f"this inversion was made in {made['dtype']} and the pipeline runs in {current['dtype']}: "
+                         f"their weights cannot be compared; load the model in {made['dtype']} or fp32")
+    half = common[0]
+    differ = [name for name, checksum in made["weights"][half].items() if current["weights"][half].get(name) != checksum]
+    if differ:
+        raise ValueError(f"the {', '.join(differ)} weights differ from the model this inversion was made with "
+                         f"({made.get('model')}); {again}")
