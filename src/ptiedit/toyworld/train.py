@@ -1,7 +1,9 @@
 """Train the embedded shapes-world Stable Diffusion: VAE first, then UNet + text encoder with caption dropout.
 
 Resumable: every stage checkpoints to OUT/checkpoints and skips what is finished.
-Run: ptiedit toyworld train --out DIR [--vae-steps N] [--unet-steps N] (or python -m ptiedit.toyworld.train)
+Run: ptiedit toyworld train --out DIR [--vae-steps N] [--unet-steps N] (or python -m ptiedit.toyworld.train).
+--world textured trains on the textured world instead (train_textured.py); --snapshot DEST exports its run in
+progress in fp16, and --continue-from DEST continues from such a snapshot.
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ TEXT_DIM = 128
 WIDE_VAE = (32, 64, 128)  # block widths of the shipped VAE, distilled from the (16, 32, 64) one the UNet learnt on
 
 
-def build_vae(widths: tuple[int, ...] = (16, 32, 64)) -> AutoencoderKL:
-    """64x64x3 <-> 16x16x4 (two downsamplings), no attention: shapes need no global context."""
+def build_vae(widths: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1,
+              latent_channels: int = 4) -> AutoencoderKL:
+    """64x64x3 <-> 16x16xC (two downsamplings), no attention: shapes need no global context."""
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
                          up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=widths,
-                         layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RESOLUTION,
-                         mid_block_add_attention=False)
+                         layers_per_block=layers_per_block, latent_channels=latent_channels, norm_num_groups=16,
+                         sample_size=RESOLUTION, mid_block_add_attention=False)
 
 
 def build_unet() -> UNet2DConditionModel:
@@ -99,16 +102,23 @@ def log_row(path: Path, row: dict):
 
 
 def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, steps: int, batch: int, seed: int,
-                    held_out: bool | None, quiet: bool) -> AutoencoderKL:
-    """The loop both VAE stages share: L1 + MSE on fresh renders plus the stage's own term (reconstruct(x)
-    returns the reconstruction and that term), Adam 1e-3 with cosine decay, resumable, logged as {name}_log.csv."""
+                    held_out: bool | None, quiet: bool, images=None, evaluate=None) -> AutoencoderKL:
+    """The loop every VAE stage shares: L1 + MSE on fresh renders plus the stage's own term (reconstruct(x)
+    returns the reconstruction and that term), Adam 1e-3 with cosine decay, resumable, logged as {name}_log.csv.
+
+    images(rng, n) draws a training batch in [-1, 1] (default: renders of the original world); evaluate(model),
+    if given, runs at every checkpoint and returns a row for {name}_eval_log.csv. A checkpoint whose "opt" is None
+    (seeded from an exported snapshot) restarts Adam at its step."""
+    images = images or (lambda rng, n: render_batch(rng, n, held_out=held_out)[1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     ckpt, start = Checkpoint(out / "checkpoints" / f"{name}.pt"), 0
     if (state := ckpt.load()) is not None:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        model.load_state_dict(state["model"])
+        if state["opt"] is not None:
+            opt.load_state_dict(state["opt"])
         start = state["step"]
     for step in tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=quiet):
-        _, x = render_batch(random.Random(seed * 1_000_003 + step), batch, held_out=held_out)
+        x = images(random.Random(seed * 1_000_003 + step), batch)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, 1e-3)
         recon, extra = reconstruct(x)
@@ -121,6 +131,9 @@ def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, ste
             log_row(out / f"{name}_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
         if (step + 1) % 250 == 0 or step + 1 == steps:
             ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+            if evaluate is not None:
+                log_row(out / f"{name}_eval_log.csv", {"step": step + 1, **evaluate(model.eval())})
+                model.train()
     return model.eval()
 
 
@@ -258,17 +271,29 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
     os.replace(tmp, folder)
 
 
+# Per-world defaults of the step counts (the textured world's VAE is trained afresh, its UNet is not widened).
+DEFAULTS = {"shapes": {"vae_steps": 3000, "unet_steps": 32000, "dataset": 40000},
+            "textured": {"vae_steps": 8000, "unet_steps": 40000, "dataset": 40000}}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
-    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--world", choices=tuple(DEFAULTS), default="shapes",
+                        help="shapes: solid backgrounds (the shipped model); textured: patterns, textures, photos")
+    parser.add_argument("--snapshot", type=Path, default=None, metavar="DEST",
+                        help="textured world: export OUT's run in progress in fp16 to DEST and exit")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="MODEL",
+                        help="textured world: start the UNet and text encoder from an exported model's weights "
+                             "(layers whose shapes differ start fresh; token embeddings are matched by token)")
+    parser.add_argument("--vae-steps", type=int, default=None)
     parser.add_argument("--wide-vae-steps", type=int, default=4500, help="distillation into the wider shipped VAE")
-    parser.add_argument("--unet-steps", type=int, default=32000)
+    parser.add_argument("--unet-steps", type=int, default=None)
     parser.add_argument("--epsilon-steps", type=int, default=7000,
                         help="first UNet steps with epsilon prediction, as the shipped model was trained (0: none)")
-    parser.add_argument("--dataset", type=int, default=40000, help="number of pre-encoded training scenes")
+    parser.add_argument("--dataset", type=int, default=None, help="number of pre-encoded training scenes")
     parser.add_argument("--continue-from", type=Path, default=None, metavar="MODEL",
                         help="continue an exported model's UNet and text encoder (with its VAE and latent scale; "
-                             "no VAE stages; AdamW starts afresh)")
+                             "no VAE stages; AdamW starts afresh); textured world: a --snapshot folder")
     parser.add_argument("--start-step", type=int, default=0,
                         help="with --continue-from: the step the model was exported at (data order, LR schedule)")
     parser.add_argument("--threads", type=int, default=None)
@@ -278,12 +303,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.start_step and not args.continue_from:
         raise ValueError("--start-step needs --continue-from (a plain rerun resumes from OUT/checkpoints)")
+    if args.world == "shapes" and (args.snapshot or args.init_from):
+        raise ValueError("--snapshot and --init-from belong to --world textured")
+    for name, value in DEFAULTS[args.world].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.snapshot:
+        from .train_textured import write_snapshot
+        state = write_snapshot(args.out, args.snapshot)
+        print(f"snapshot of {args.out} at VAE step {state['vae_step']}, UNet step {state['unet_step']} "
+              f"written to {args.snapshot}")
+        return 0
     torch.manual_seed(0)
     (args.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_tokenizer(args.out / "tokenizer", vocabulary())
     tokenizer = load_tokenizer(args.out / "tokenizer")
+    if args.world == "textured":
+        from .train_textured import run as run_textured
+        return run_textured(args, tokenizer)
     if args.continue_from:
         vae = continue_from_model(args.out, args.continue_from, args.start_step, tokenizer)
     else:
