@@ -56,10 +56,10 @@ def random_jitter(rng: random.Random, shape: str) -> dict[str, float]:
             "angle": 0.0 if shape in ("circle", "ring") else rng.uniform(-MAX_ANGLE, MAX_ANGLE)}
 
 
-def _contrasting_colors(obj: Obj, pixels: np.ndarray, size: int) -> list[str]:
-    """Palette colours whose median distance to the background pixels the object covers is at least
-    MIN_CONTRAST."""
-    under = pixels[object_mask(obj, size) > 0.5]
+def contrasting_colors(obj: Obj, pixels: np.ndarray) -> list[str]:
+    """Palette colours whose median distance to the background pixels (backdrop array) the object would cover is
+    at least MIN_CONTRAST."""
+    under = pixels[object_mask(obj, pixels.shape[0]) > 0.5]
     return [c for c in COLORS
             if np.median(np.linalg.norm(under - np.asarray(COLORS[c], np.float32), axis=1)) >= MIN_CONTRAST]
 
@@ -84,7 +84,7 @@ def random_world_scene(rng: random.Random, kinds: tuple[str, ...] = BACKGROUND_K
             shape = rng.choice(SHAPES)
             draft = Obj(shape, "red", rng.choice(SIZES), position, **random_jitter(rng, shape))
             allowed = ([c for c in COLORS if c not in colors_of(background)] if pixels is None
-                       else _contrasting_colors(draft, pixels, size))
+                       else contrasting_colors(draft, pixels))
             if not allowed:
                 break
             objs.append(Obj(shape, rng.choice(allowed), draft.size, position, draft.dx, draft.dy, draft.scale,
