@@ -42,10 +42,11 @@ def build_vae(widths: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1,
                          sample_size=RESOLUTION, mid_block_add_attention=False)
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(latent_channels: int = 4) -> UNet2DConditionModel:
     """Cross-attention only at 8x8 and 4x4: at 16x16 it costs 3x the time for little gain on this world."""
     return UNet2DConditionModel(
-        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(32, 64, 128),
+        sample_size=RESOLUTION // 4, in_channels=latent_channels, out_channels=latent_channels,
+        block_out_channels=(32, 64, 128),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         layers_per_block=2, cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=32)
@@ -182,32 +183,38 @@ def encode_dataset(vae: AutoencoderKL, out: Path, n: int, seed: int = 1):
 
 
 def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_steps: int = 0, batch: int = 32,
-               seed: int = 2, quiet: bool = False, export=None, export_every: int = 2000):
+               seed: int = 2, quiet: bool = False, export=None, export_every: int = 2000, name: str = "unet",
+               models=None, scenes=None, captioner=caption):
     """Denoising loss on scaled latents; 10% empty captions teach the unconditional branch for CFG.
 
     v-prediction (Salimans & Ho 2022, as SD 2.x): on 16x16 latents the noise barely hides an image's layout even at
     t = T, and an epsilon-predicting UNet learns to copy the background from the noise instead of the caption
     (its x0 at high noise is epsilon's small residual, amplified 1 / sqrt(alpha_bar) times). The first
-    `epsilon_steps` steps predict epsilon: the shipped model was started that way and switched."""
-    unet, text_encoder, scheduler = build_unet(), build_text_encoder(tokenizer), build_scheduler()
+    `epsilon_steps` steps predict epsilon: the shipped model was started that way and switched.
+
+    Defaults train the original world from scratch; models (unet, text_encoder) to start from when there is no
+    checkpoint, the dataset's scenes, captioner(scene, rng) and the checkpoint/log name serve other recipes."""
+    unet, text_encoder = models or (build_unet(), build_text_encoder(tokenizer))
+    scheduler = build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-4)
     ema = [copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)]
-    ckpt, start = Checkpoint(out / "checkpoints" / "unet.pt"), 0
+    ckpt, start = Checkpoint(out / "checkpoints" / f"{name}.pt"), 0
     if (state := ckpt.load()) is not None:
         unet.load_state_dict(state["unet"]), text_encoder.load_state_dict(state["text_encoder"])
         ema[0].load_state_dict(state["ema_unet"]), ema[1].load_state_dict(state["ema_text_encoder"])
         if state["opt"] is not None:  # None: seeded from an exported model (continue_from_model)
             opt.load_state_dict(state["opt"])
         start = state["step"]
-    scenes_rng = random.Random(1)  # the scenes encode_dataset rendered, to caption them afresh each step
-    scenes = [random_scene(scenes_rng) for _ in range(len(latents))]
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", disable=quiet):
+    if scenes is None:
+        scenes_rng = random.Random(1)  # the scenes encode_dataset rendered, to caption them afresh each step
+        scenes = [random_scene(scenes_rng) for _ in range(len(latents))]
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=quiet):
         rng = random.Random(seed * 1_000_003 + step)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (batch,), generator=g)
         z0 = latents[idx]
-        texts = ["" if rng.random() < 0.1 else caption(scenes[i], rng) for i in idx.tolist()]
+        texts = ["" if rng.random() < 0.1 else captioner(scenes[i], rng) for i in idx.tolist()]
         ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         t = torch.randint(0, 1000, (batch,), generator=g)
         eps = torch.randn(z0.shape, generator=g)
@@ -226,7 +233,7 @@ def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_
                 for p, q in zip(model.parameters(), avg.parameters()):
                     q.lerp_(p, 1 - decay)
         if step % 50 == 0:
-            log_row(out / "unet_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "time": f"{time.time():.0f}"})
+            log_row(out / f"{name}_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "time": f"{time.time():.0f}"})
         if (step + 1) % 250 == 0 or step + 1 == steps:
             ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
                        "ema_unet": ema[0].state_dict(), "ema_text_encoder": ema[1].state_dict(), "step": step + 1})
@@ -253,9 +260,12 @@ def continue_from_model(out: Path, folder: Path, step: int, tokenizer) -> Autoen
     return AutoencoderKL.from_pretrained(folder / "vae").eval()
 
 
-def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float):
-    """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load."""
+def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float, half: bool = False):
+    """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load; half:
+    store fp16 copies of the weights (load with torch_dtype=torch.float32 to upcast)."""
     vae.register_to_config(scaling_factor=scaling_factor)
+    if half:
+        vae, unet, text_encoder = (copy.deepcopy(m).half() for m in (vae, unet, text_encoder))
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=build_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

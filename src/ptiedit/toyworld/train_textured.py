@@ -171,6 +171,9 @@ def run(args, tokenizer) -> int:
         if state is None:
             raise ValueError(f"--continue-from {args.continue_from}: with --world {WORLD} it takes a training "
                              f"snapshot folder (one with {STATE_FILE})")
+    if args.init_from:
+        from .train_unet3 import check_model_folder
+        check_model_folder(args.init_from)  # now, not hours later when the UNet stage starts
     settings = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "dataset": args.dataset,
                 "init_from": str(args.init_from) if args.init_from else None}
     (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
