@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from .backgrounds import PATTERNS, Pattern
+from .backgrounds import PATTERNS, Background, Pattern
 from .scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
 
 _POSITION_PHRASE = {p: (f"in the {p} corner" if " " in p else ("in the center" if p == "center" else f"at the {p}"))
@@ -29,13 +29,12 @@ def describe(obj: Obj, with_size: bool, with_position: bool) -> str:
     return " ".join(words)
 
 
-def background_words(scene: Scene) -> str | None:
-    """How captions name the background ("red", "red and white striped"), or None when they cannot."""
-    if isinstance(scene.background, str):
-        return scene.background
-    if isinstance(scene.background, Pattern):
-        bg = scene.background
-        return f"{bg.color} and {bg.color2} {bg.kind}"
+def background_words(background: Background) -> str | None:
+    """How captions name a background ("red", "red and white striped"), or None when they cannot."""
+    if isinstance(background, str):
+        return background
+    if isinstance(background, Pattern):
+        return f"{background.color} and {background.color2} {background.kind}"
     return None
 
 
@@ -46,7 +45,7 @@ def caption(scene: Scene, rng: random.Random | None = None, drop_background: flo
     only the objects ("a green circle") are captions the model has seen. At 0 no random number is drawn for it,
     so the phrasings of a given rng stay those of the original world.
     """
-    bg = background_words(scene)
+    bg = background_words(scene.background)
     if rng is None:
         body = " and ".join(describe(o, True, True) for o in scene.objects)
         return body if bg is None else body + f" on {article(bg)} {bg} background"

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .backgrounds import Background, backdrop, colors_of
+from .backgrounds import PATTERNS, Background, backdrop, colors_of
+from .captions import background_words
 from .render import object_center, object_mask
 from .scene import COLORS, MAX_ANGLE, POSITIONS, SCALE_RANGE, SHAPES, SIZES, Obj, Scene, grid_cell
 
@@ -221,7 +222,8 @@ def attribute_agreement(read: SceneReading | Scene, expected: Scene | SceneReadi
 
 @dataclass(frozen=True)
 class CaptionSpec:
-    """Attributes a caption states: background (None if unstated) and, per object, attribute -> value."""
+    """Attributes a caption states: background (None if unstated; a colour, or for a pattern its words as
+    captions.background_words gives them, e.g. "red and white striped") and, per object, attribute -> value."""
     background: str | None
     objects: tuple[dict[str, str], ...]
 
@@ -234,6 +236,12 @@ def parse_caption(text: str) -> CaptionSpec:
     words = text.lower().replace(",", " ").split()
     split = max((i for i, w in enumerate(words) if w in ("on", "with")), default=len(words))
     background = next((w for w in words[split:] if w in COLORS), None)
+    pattern = next((w for w in words[split:] if w in PATTERNS), None)
+    if pattern is not None:
+        colors = [w for w in words[split:] if w in COLORS]
+        if len(colors) != 2:
+            raise ValueError(f"a {pattern} background needs two colours in {text!r}")
+        background = f"{colors[0]} and {colors[1]} {pattern}"
     objects, part = [], []
     for word in words[:split] + ["and"]:
         if word != "and":
@@ -260,11 +268,12 @@ def parse_caption(text: str) -> CaptionSpec:
     return CaptionSpec(background, tuple(objects))
 
 
-def matches_caption(image: Image.Image | np.ndarray, caption_text: str) -> bool:
-    """Whether the image shows what the caption states (only the attributes it states are checked)."""
+def matches_caption(image: Image.Image | np.ndarray, caption_text: str, background: Background | None = None) -> bool:
+    """Whether the image shows what the caption states (only the attributes it states are checked).
+    background: the known background, as read_scene takes it (needed on patterns, textures and photos)."""
     spec = parse_caption(caption_text)
-    reading = read_scene(image, n_objects=len(spec.objects))
-    if spec.background is not None and reading.background != spec.background:
+    reading = read_scene(image, n_objects=len(spec.objects), background=background)
+    if spec.background is not None and background_words(reading.background) != spec.background:
         return False
     if len(reading.objects) != len(spec.objects):
         return False

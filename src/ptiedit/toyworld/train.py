@@ -295,6 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", type=Path, default=None, metavar="MODEL",
                         help="textured world: start the UNet and text encoder from an exported model's weights "
                              "(layers whose shapes differ start fresh; token embeddings are matched by token)")
+    parser.add_argument("--eval-images", type=int, default=100,
+                        help="textured world: images per VAE evaluation set (held-out photo crops, solid, textured)")
     parser.add_argument("--vae-steps", type=int, default=None)
     parser.add_argument("--wide-vae-steps", type=int, default=4500, help="distillation into the wider shipped VAE")
     parser.add_argument("--unet-steps", type=int, default=None)

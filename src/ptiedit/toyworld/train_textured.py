@@ -65,10 +65,11 @@ def psnr_db(vae: AutoencoderKL, x: torch.Tensor, batch: int = 50) -> float:
     return float(torch.cat(scores).mean())
 
 
-def train_vae3(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bool = False) -> AutoencoderKL:
+def train_vae3(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bool = False,
+               eval_images: int = 100) -> AutoencoderKL:
     """Reconstruction (L1 + MSE) with a tiny KL term on posterior samples, as train.train_vae."""
     vae = build_vae(**TEXTURED_VAE)
-    sets = eval_sets()
+    sets = eval_sets(eval_images)
 
     def reconstruct(x):
         posterior = vae.encode(x).latent_dist
@@ -171,6 +172,8 @@ def run(args, tokenizer) -> int:
         if state is None:
             raise ValueError(f"--continue-from {args.continue_from}: with --world {WORLD} it takes a training "
                              f"snapshot folder (one with {STATE_FILE})")
+    if args.eval_images < 1:
+        raise ValueError("--eval-images must be at least 1")
     if args.init_from:
         from .train_unet3 import check_model_folder
         check_model_folder(args.init_from)  # now, not hours later when the UNet stage starts
@@ -179,6 +182,6 @@ def run(args, tokenizer) -> int:
     (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
     if state is not None:
         seed_from_snapshot(args.out, args.continue_from, state)
-    vae = train_vae3(args.out, args.vae_steps, quiet=args.quiet)
+    vae = train_vae3(args.out, args.vae_steps, quiet=args.quiet, eval_images=args.eval_images)
     from .train_unet3 import train_unet3
     return train_unet3(args, vae, tokenizer)
