@@ -31,6 +31,7 @@ BORDER = 4  # width in pixels of the frame whose median colour is the background
 TEMPLATE_BLURS = (0.0, 0.7, 1.4, 2.1)  # gaussian sigmas (pixels) of the shape templates
 TEMPLATE_ANGLES = np.linspace(-MAX_ANGLE, MAX_ANGLE, 7)  # degrees; circles and rings only at 0
 TEMPLATE_SCALES = (SCALE_RANGE[0], 1.0, SCALE_RANGE[1])
+JITTER_PENALTY = 0.04  # correlation a blurred template at the jitter's extremes gives up (see _templates)
 KNOWN_BACKGROUND_THRESHOLD = 40.0  # RGB distance from the known background that counts as foreground
 MIN_CONTRAST = 20.0  # below this distance between object and background colour, coverage falls back to the blob
 ATTRIBUTES = ("background", "count", "shape", "color", "size", "position")
@@ -104,11 +105,15 @@ def _centred(mask: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _templates(size: int) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """(shape, size name) per template, and the templates as zero-mean unit-norm rows: every shape at both sizes,
-    at the jitter's extreme and middle scales and at rotations across its range, sharp and blurred (blurred copies
-    match blurry images, whose thin parts a sharp template would miss), each centred on its centroid."""
-    labels, rows = [], []
+def _templates(size: int) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """(shape, size name) per template, the templates as zero-mean unit-norm rows, and each one's jitter penalty:
+    every shape at both sizes, at the jitter's extreme and middle scales and at rotations across its range, sharp
+    and blurred (blurred copies match blurry images, whose thin parts a sharp template would miss), each centred
+    on its centroid. Blurred templates pay a penalty growing with their rotation and scale change (JITTER_PENALTY
+    at the extremes), so on blurry images a jittered template wins only when it fits clearly better: otherwise the
+    extra templates trade an unjittered object's shape for a look-alike (measured on round trips of the shipped
+    VAE: 90% shape accuracy without the penalty, 97.5% with it, as many as with unjittered templates alone)."""
+    labels, rows, penalties = [], [], []
     for shape, size_name in itertools.product(SHAPES, SIZES):
         angles = (0.0,) if shape in ("circle", "ring") else TEMPLATE_ANGLES
         for scale, angle in itertools.product(TEMPLATE_SCALES, angles):
@@ -118,7 +123,9 @@ def _templates(size: int) -> tuple[list[tuple[str, str]], np.ndarray]:
                 mask = mask - mask.mean()
                 labels.append((shape, size_name))
                 rows.append(mask / max(np.linalg.norm(mask), 1e-12))
-    return labels, np.stack(rows).astype(np.float32)
+                jitter = abs(angle) / MAX_ANGLE + abs(scale - 1) / (SCALE_RANGE[1] - 1)
+                penalties.append(JITTER_PENALTY * jitter if sigma else 0.0)
+    return labels, np.stack(rows).astype(np.float32), np.array(penalties, np.float32)
 
 
 def classify_shape(coverage: np.ndarray) -> tuple[str, str, float]:
@@ -126,11 +133,11 @@ def classify_shape(coverage: np.ndarray) -> tuple[str, str, float]:
     with the mask once both are centred on their centroids. Correlation of soft masks beat IoU of thresholded
     masks on the blobby, low-contrast small objects a VAE round trip makes.
     """
-    labels, templates = _templates(coverage.shape[0])
+    labels, templates, penalties = _templates(coverage.shape[0])
     moved = _centred(coverage).ravel()
     moved = moved - moved.mean()
     scores = templates @ (moved / max(np.linalg.norm(moved), 1e-12))
-    best = int(np.argmax(scores))
+    best = int(np.argmax(scores - penalties))
     return (*labels[best], float(scores[best]))
 
 

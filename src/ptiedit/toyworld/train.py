@@ -103,14 +103,15 @@ def log_row(path: Path, row: dict):
 
 
 def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, steps: int, batch: int, seed: int,
-                    held_out: bool | None, quiet: bool, images=None, evaluate=None) -> AutoencoderKL:
+                    held_out: bool | None, quiet: bool, images=None, evaluate=None,
+                    checkpoint_every: int = 250) -> AutoencoderKL:
     """The loop every VAE stage shares: L1 + MSE on fresh renders plus the stage's own term (reconstruct(x)
     returns the reconstruction and that term), Adam 1e-3 with cosine decay, resumable, logged as {name}_log.csv.
 
-    images(rng, n) draws a training batch in [-1, 1] (default: renders of the original world); evaluate(model),
-    if given, runs at every checkpoint and returns a row for {name}_eval_log.csv. A checkpoint whose "opt" is None
-    (seeded from an exported snapshot) restarts Adam at its step."""
-    images = images or (lambda rng, n: render_batch(rng, n, held_out=held_out)[1])
+    images(rng, n, step) draws a training batch in [-1, 1] (default: renders of the original world);
+    evaluate(model), if given, runs every 250 steps and at the end and returns a row for {name}_eval_log.csv.
+    A checkpoint whose "opt" is None (seeded from an exported snapshot) restarts Adam at its step."""
+    images = images or (lambda rng, n, step: render_batch(rng, n, held_out=held_out)[1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     ckpt, start = Checkpoint(out / "checkpoints" / f"{name}.pt"), 0
     if (state := ckpt.load()) is not None:
@@ -119,7 +120,7 @@ def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, ste
             opt.load_state_dict(state["opt"])
         start = state["step"]
     for step in tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=quiet):
-        x = images(random.Random(seed * 1_000_003 + step), batch)
+        x = images(random.Random(seed * 1_000_003 + step), batch, step)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, 1e-3)
         recon, extra = reconstruct(x)
@@ -130,11 +131,11 @@ def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, ste
         if step % 50 == 0:
             psnr = 10 * math.log10(4 / F.mse_loss(recon.clamp(-1, 1), x).item())
             log_row(out / f"{name}_log.csv", {"step": step, "loss": f"{loss.item():.5f}", "psnr": f"{psnr:.2f}"})
-        if (step + 1) % 250 == 0 or step + 1 == steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-            if evaluate is not None:
-                log_row(out / f"{name}_eval_log.csv", {"step": step + 1, **evaluate(model.eval())})
-                model.train()
+        if evaluate is not None and ((step + 1) % 250 == 0 or step + 1 == steps):
+            log_row(out / f"{name}_eval_log.csv", {"step": step + 1, **evaluate(model.eval())})
+            model.train()
     return model.eval()
 
 

@@ -23,6 +23,11 @@ MIN_CONTRAST = 80.0  # median RGB distance (0..255 units) between an object's co
 _SEED_RANGE = 2 ** 31
 
 
+def background_kind(scene: Scene) -> str:
+    """Which of BACKGROUND_KINDS the scene's background is."""
+    return {str: "solid", Pattern: "pattern", Texture: "texture", Photo: "photo"}[type(scene.background)]
+
+
 def photo_names(split: str) -> tuple[str, ...]:
     """train: photos available here minus the held-out ones; eval: every held-out photo (pip and wallpapers);
     test: the held-out pip-package photos only (what CI has)."""
