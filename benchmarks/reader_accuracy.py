@@ -119,7 +119,8 @@ def main(argv=None):
             start = time.perf_counter()
             result = accuracy(images[list(indices)], [scenes[i] for i in indices], args.given_count)
             report(f"{name} [{split}, n={len(indices)}]", result, time.perf_counter() - start, len(indices))
-    kinds = {kind: [i for i, s in enumerate(textured_scenes) if background_kind(s) == kind] for kind in BACKGROUND_KINDS}
+    kinds = {kind: [i for i, s in enumerate(textured_scenes) if background_kind(s) == kind]
+             for kind in BACKGROUND_KINDS}
     for name, images in textured_sets.items():
         for kind, indices in {"all": range(args.n), **kinds}.items():
             if not indices:

@@ -86,7 +86,8 @@ def positions_apart(a: Obj, b: Obj) -> bool:
 
 
 def is_held_out(scene: Scene) -> bool:
-    return HELD_OUT_BACKGROUND in colors_of(scene.background) or any((o.shape, o.color) in HELD_OUT_PAIRS for o in scene.objects)
+    return (HELD_OUT_BACKGROUND in colors_of(scene.background)
+            or any((o.shape, o.color) in HELD_OUT_PAIRS for o in scene.objects))
 
 
 def random_scene(rng: random.Random, n_objects: int | None = None, held_out: bool | None = False) -> Scene:
