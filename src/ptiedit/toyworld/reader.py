@@ -33,6 +33,7 @@ TEMPLATE_ANGLES = np.linspace(-MAX_ANGLE, MAX_ANGLE, 7)  # degrees; circles and 
 TEMPLATE_SCALES = (SCALE_RANGE[0], 1.0, SCALE_RANGE[1])
 JITTER_PENALTY = 0.04  # correlation a blurred template at the jitter's extremes gives up (see _templates)
 KNOWN_BACKGROUND_THRESHOLD = 40.0  # RGB distance from the known background that counts as foreground
+CLOSING = 2  # binary closing iterations of the foreground on textured and photo backgrounds
 MIN_CONTRAST = 20.0  # below this distance between object and background colour, coverage falls back to the blob
 ATTRIBUTES = ("background", "count", "shape", "color", "size", "position")
 _PALETTE_NAMES = list(COLORS)
@@ -186,6 +187,10 @@ def read_scene(image: Image.Image | np.ndarray, n_objects: int | None = None,
         background_rgb, threshold = backdrop(background, pixels.shape[0]), KNOWN_BACKGROUND_THRESHOLD
     distance = np.linalg.norm(pixels - background_rgb, axis=2)
     foreground = distance > threshold
+    if not isinstance(background, str):
+        # Where a photo or texture happens to match the object's colour the object has gaps: close them, so that
+        # one object stays one blob.
+        foreground = ndimage.binary_closing(foreground, _EIGHT_CONNECTED, iterations=CLOSING, border_value=0)
     foreground[[0, -1], :] = foreground[:, [0, -1]] = False  # outermost ring: decoder edge artefacts, no objects
     labels, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     areas = ndimage.sum_labels(np.ones_like(distance), labels, index=np.arange(1, count + 1))
