@@ -24,8 +24,8 @@ from diffusers import AutoencoderKL
 
 from .render import render
 from .scene import random_scene
-from .world import photo_crops, random_world_scene
 from .train import RESOLUTION, Checkpoint, build_vae, fit_autoencoder
+from .world import photo_crops, random_world_scene
 
 TEXTURED_VAE = {"widths": (48, 96, 192), "layers_per_block": 2, "latent_channels": 8}
 VAE_KINDS = ("solid", "pattern", "texture", "photo", "photo")  # photos: 2 of 5 training images

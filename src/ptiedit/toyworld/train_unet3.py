@@ -19,7 +19,7 @@ from transformers import CLIPTextModel
 
 from .captions import caption
 from .render import render
-from .train import (RESOLUTION, Checkpoint, build_text_encoder, build_unet, export_pipeline, train_unet)
+from .train import RESOLUTION, Checkpoint, build_text_encoder, build_unet, export_pipeline, train_unet
 from .tokenizer import load_tokenizer
 from .world import random_world_scene
 
