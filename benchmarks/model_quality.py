@@ -2,6 +2,8 @@
 generated images (seen and held-out combinations), generation time, PTI reconstruction PSNR.
 
 Run: python benchmarks/model_quality.py [--model DIR] [--json OUT.json]
+     python benchmarks/model_quality.py --vae DIR   (the VAE bars of issue 11 only, e.g. on a training snapshot:
+     PSNR on 500 crops of held-out photos and on 500 solid-colour renders, 64 px, posterior mean, 8-bit)
 """
 from __future__ import annotations
 
@@ -86,9 +88,27 @@ def pti_reconstruction_psnr(pipe, n: int, seed: int) -> tuple[float, float]:
     return statistics.mean(pti), statistics.mean(ddim)
 
 
+def vae_bars(vae, n: int, photos: str, seed: int = 500) -> dict:
+    """Issue 11's VAE bars: mean PSNR over n crops of held-out photos (no objects) and over n solid-colour
+    renders of the original world (held-out combinations included)."""
+    from ptiedit.toyworld.train_textured import psnr_db, to_tensor
+    from ptiedit.toyworld.world import photo_crops, photo_names
+
+    rng = random.Random(seed)
+    solid = to_tensor([render(random_scene(rng, held_out=None)) for _ in range(n)])
+    return {"photos": list(photo_names(photos)),
+            "vae_photo_psnr_db": psnr_db(vae, to_tensor(photo_crops(n, seed, photos))),
+            "vae_solid_psnr_db": psnr_db(vae, solid)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the embedded model")
+    parser.add_argument("--vae", default=None, metavar="DIR",
+                        help="only the VAE bars, on this AutoencoderKL folder (fp16 weights are upcast)")
+    parser.add_argument("--photos", default="test", choices=("test", "eval"),
+                        help="held-out photo set of the VAE bars: test = the pip-package photos (what CI has), "
+                             "eval = those and the held-out wallpapers")
     parser.add_argument("--vae-images", type=int, default=500)
     parser.add_argument("--captions", type=int, default=300)
     parser.add_argument("--held-out-captions", type=int, default=100)
@@ -97,6 +117,17 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.vae:
+        from diffusers import AutoencoderKL
+        vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).eval()
+        results = vae_bars(vae, args.vae_images, args.photos)
+        print(f"VAE round trip PSNR, {args.vae_images} crops of held-out photos ({', '.join(results['photos'])}): "
+              f"{results['vae_photo_psnr_db']:.2f} dB (bar 27); {args.vae_images} solid-colour renders: "
+              f"{results['vae_solid_psnr_db']:.2f} dB (bar 34)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     pipe = ptiedit.load_pipeline(args.model)
     results = {"vae_psnr_db": vae_psnr(pipe, args.vae_images, seed=100)}
     print(f"VAE round trip PSNR on {args.vae_images} fresh renders: {results['vae_psnr_db']:.2f} dB", flush=True)

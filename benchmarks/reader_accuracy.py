@@ -1,8 +1,11 @@
 """Per-attribute accuracy of the shapes-world attribute reader.
 
-On fresh renders, on renders degraded by blur and colour noise, and (with --model) on VAE round trips.
+On fresh renders, on renders degraded by blur and colour noise, and (with --model) on VAE round trips; then
+the same on the textured world (patterns, textures, held-out photos, jittered objects), where the reader is given
+each scene's background, reported per background kind.
 Run: python benchmarks/reader_accuracy.py [--n 500] [--model DIR_OR_VAE_PT]
---model takes a diffusers Stable Diffusion folder (its vae/ subfolder is used) or a train.py checkpoint vae.pt.
+--model takes a diffusers Stable Diffusion folder (its vae/ subfolder is used), a bare AutoencoderKL folder (e.g. a
+training snapshot's vae/) or a train.py checkpoint vae.pt.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from scipy import ndimage
 from ptiedit.toyworld.reader import ATTRIBUTES, attribute_agreement, read_scene
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import is_held_out, random_scene
+from ptiedit.toyworld.world import BACKGROUND_KINDS, background_kind, random_world_scene
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator, blur: float, noise: float, shift: float) -> np.ndarray:
@@ -36,8 +40,10 @@ def load_vae(path: Path):
         vae = build_vae()
         vae.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
         return vae.eval()
+    import torch
     from diffusers import AutoencoderKL
-    return AutoencoderKL.from_pretrained(path, subfolder="vae").eval()
+    subfolder = None if (path / "config.json").is_file() else "vae"
+    return AutoencoderKL.from_pretrained(path, subfolder=subfolder, torch_dtype=torch.float32).eval()
 
 
 def vae_round_trip(vae, images: np.ndarray, batch: int = 50) -> np.ndarray:
@@ -52,18 +58,20 @@ def vae_round_trip(vae, images: np.ndarray, batch: int = 50) -> np.ndarray:
     return np.concatenate(out)
 
 
-def accuracy(images, scenes, given_count: bool) -> dict[str, float]:
+def accuracy(images, scenes, given_count: bool, known_background: bool = False) -> dict[str, float]:
     """Fraction of images whose reading agrees with the scene, per attribute and for all attributes at once."""
     totals = Counter()
     for image, scene in zip(images, scenes):
-        agreement = attribute_agreement(read_scene(image, len(scene.objects) if given_count else None), scene)
+        reading = read_scene(image, len(scene.objects) if given_count else None,
+                             background=scene.background if known_background else None)
+        agreement = attribute_agreement(reading, scene)
         totals.update({k: int(v) for k, v in agreement.items()} | {"all": int(all(agreement.values()))})
     return {k: totals[k] / len(scenes) for k in (*ATTRIBUTES, "all")}
 
 
 def report(name: str, result: dict[str, float], seconds: float, n: int):
     cells = "  ".join(f"{k} {100 * v:5.1f}%" for k, v in result.items())
-    print(f"{name:<50} {cells}  ({1000 * seconds / n:.1f} ms/image)")
+    print(f"{name:<56} {cells}  ({1000 * seconds / n:.1f} ms/image)")
 
 
 def main(argv=None):
@@ -76,6 +84,8 @@ def main(argv=None):
     parser.add_argument("--shift", type=float, default=10.0, help="global colour shift std of the degraded set")
     parser.add_argument("--given-count", action="store_true", help="tell the reader how many objects to find")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the VAE")
+    parser.add_argument("--photos", default="test", choices=("test", "eval"),
+                        help="held-out photos of the textured scenes (test: pip-package photos only)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be positive")
@@ -87,12 +97,17 @@ def main(argv=None):
     sets = {"fresh renders": fresh,
             f"blur {args.blur} noise {args.noise:g} shift {args.shift:g}":
                 np.stack([degrade(im, noise_rng, args.blur, args.noise, args.shift) for im in fresh])}
+    textured_scenes = [random_world_scene(rng, held_out=None, photos=args.photos) for _ in range(args.n)]
+    textured = np.stack([np.asarray(render(s)) for s in textured_scenes])
+    textured_sets = {"fresh textured renders": textured}
     if args.model is not None:
         import torch
         torch.set_num_threads(args.threads)
+        vae = load_vae(args.model)
         start = time.perf_counter()
-        sets["VAE round trip"] = vae_round_trip(load_vae(args.model), fresh)
+        sets["VAE round trip"] = vae_round_trip(vae, fresh)
         print(f"VAE round trip of {args.n} images: {time.perf_counter() - start:.1f} s")
+        textured_sets["VAE round trip of textured renders"] = vae_round_trip(vae, textured)
     # The held-out split (purple backgrounds, some shape/colour pairs) is reported apart: a VAE trained on the
     # training split alone may fail there, which is the VAE's limit rather than the reader's.
     splits = {"all": range(args.n), "train split": [i for i, s in enumerate(scenes) if not is_held_out(s)],
@@ -104,6 +119,16 @@ def main(argv=None):
             start = time.perf_counter()
             result = accuracy(images[list(indices)], [scenes[i] for i in indices], args.given_count)
             report(f"{name} [{split}, n={len(indices)}]", result, time.perf_counter() - start, len(indices))
+    kinds = {kind: [i for i, s in enumerate(textured_scenes) if background_kind(s) == kind]
+             for kind in BACKGROUND_KINDS}
+    for name, images in textured_sets.items():
+        for kind, indices in {"all": range(args.n), **kinds}.items():
+            if not indices:
+                continue
+            start = time.perf_counter()
+            result = accuracy(images[list(indices)], [textured_scenes[i] for i in indices], args.given_count,
+                              known_background=True)
+            report(f"{name} [{kind}, n={len(indices)}]", result, time.perf_counter() - start, len(indices))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from ptiedit.toyworld.edits import KINDS, Edit, apply_edit, describe_edit, edit_
 from ptiedit.toyworld.reader import (ATTRIBUTES, attribute_agreement, matches_caption, parse_caption, read_scene,
                                      to_rgb_array)
 from ptiedit.toyworld.render import object_mask, render
-from ptiedit.toyworld.scene import POSITIONS, SHAPES, SIZES, Obj, Scene, random_scene
+from ptiedit.toyworld.scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene, random_scene
 
 
 def scenes(n: int, seed: int) -> list[Scene]:
@@ -185,3 +185,121 @@ def test_tokenizer_gives_every_caption_word_one_known_token(tmp_path):
         assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, (word, ids)
     text = caption(scenes(1, seed=12)[0], rng)
     assert len(tokenizer(text, add_special_tokens=False).input_ids) == len(text.split())
+
+
+# --- The textured world: patterns, textures, photo crops, jittered objects (issue 11) ---
+
+def textured_scenes(n: int, seed: int, kinds=("solid", "pattern", "texture", "photo")) -> list[Scene]:
+    from ptiedit.toyworld.world import random_world_scene
+
+    rng = random.Random(seed)
+    return [random_world_scene(rng, kinds, held_out=None, photos="test") for _ in range(n)]
+
+
+def test_textured_renders_are_deterministic_and_depend_on_every_seed():
+    from ptiedit.toyworld.backgrounds import Pattern, Photo, Texture
+
+    for scene in textured_scenes(12, seed=20, kinds=("pattern", "texture", "photo")):
+        rebuilt = Scene(type(scene.background)(**vars(scene.background)), scene.objects)
+        assert render(rebuilt).tobytes() == render(scene).tobytes()
+    obj = (Obj("star", "red", "big", "center", dx=0.03, angle=20.0),)
+    for make in (lambda seed: Texture("noise", seed), lambda seed: Photo("coffee", seed),
+                 lambda seed: Pattern("striped", "white", "blue", seed)):
+        assert render(Scene(make(1), obj)).tobytes() != render(Scene(make(2), obj)).tobytes()
+
+
+def test_solid_scenes_without_jitter_render_exactly_as_plain_colour_fills():
+    scene = Scene("white", (Obj("circle", "red", "big", "center"),))
+    image = pixels(scene).astype(int)
+    mask = object_mask(scene.objects[0])
+    assert (image[mask == 0] == (245, 245, 245)).all() and (image[mask == 1] == (220, 40, 40)).all()
+
+
+def test_jitter_moves_scales_and_rotates_within_bounds():
+    plain = object_mask(Obj("square", "red", "big", "center"))
+    moved = object_mask(Obj("square", "red", "big", "center", dx=0.05))
+    assert ndimage.center_of_mass(moved)[1] - ndimage.center_of_mass(plain)[1] == pytest.approx(3.2, abs=0.15)
+    assert object_mask(Obj("square", "red", "big", "center", scale=1.15)).sum() == pytest.approx(
+        plain.sum() * 1.15 ** 2, rel=0.02)
+    assert not np.array_equal(object_mask(Obj("square", "red", "big", "center", angle=20.0)), plain)
+    for bad in ({"dx": 0.2}, {"scale": 2.0}, {"angle": 90.0}):
+        with pytest.raises(ValueError):
+            Obj("square", "red", "big", "center", **bad)
+
+
+def test_textured_edits_change_exactly_the_pixels_inside_their_masks():
+    rng = random.Random(21)
+    kinds = Counter()
+    for scene in textured_scenes(40, seed=21):
+        edit = random_edit(scene, rng, kinds=["object_color", "object_shape", "object_size"])
+        before, after = pixels(scene).astype(int), pixels(apply_edit(scene, edit)).astype(int)
+        differs = np.abs(before - after).max(axis=2) > 0
+        assert not differs[edit_mask(scene, edit) == 0].any(), (scene, edit)
+        assert differs.any(), (scene, edit)
+        kinds[type(scene.background).__name__] += 1
+    assert set(kinds) == {"str", "Pattern", "Texture", "Photo"}
+
+
+def test_background_colour_edits_need_a_solid_background():
+    from ptiedit.toyworld.backgrounds import Texture
+
+    scene = Scene(Texture("blobs", 3), (Obj("circle", "red", "big", "center"),))
+    with pytest.raises(ValueError, match="solid background"):
+        apply_edit(scene, Edit("background_color", "blue"))
+    assert random_edit(scene, random.Random(0)).kind != "background_color"
+
+
+def test_captions_name_solid_and_pattern_backgrounds_only_and_may_drop_them():
+    from ptiedit.toyworld.backgrounds import Pattern, Photo
+
+    circle = (Obj("circle", "green", "big", "center", dx=0.02, scale=0.9),)
+    assert caption(Scene(Photo("coffee", 1), circle)) == "a big green circle in the center"
+    assert caption(Scene(Pattern("checkered", "red", "white", 4), circle)) == \
+        "a big green circle in the center on a red and white checkered background"
+    rng = random.Random(22)
+    texts = [caption(Scene("white", circle), rng, drop_background=0.3) for _ in range(200)]
+    assert 30 < sum("white" not in t for t in texts) < 90  # partial captions, "a green circle" among them
+    assert "a green circle" in texts or "a picture of a green circle" in texts or any(
+        t.endswith("green circle") for t in texts)
+    assert parse_caption("a red star on a blue and white striped background").background == "blue and white striped"
+
+
+def test_an_object_on_a_texture_or_photo_always_stands_out():
+    from ptiedit.toyworld.backgrounds import backdrop
+    from ptiedit.toyworld.world import MIN_CONTRAST
+
+    for scene in textured_scenes(30, seed=23, kinds=("texture", "photo")):
+        back = backdrop(scene.background)
+        for obj in scene.objects:
+            under = back[object_mask(obj) > 0.5]
+            distance = np.linalg.norm(under - np.asarray(COLORS[obj.color]), axis=1)
+            assert np.median(distance) >= MIN_CONTRAST
+
+
+def test_held_out_photos_never_enter_training_and_tests_use_pip_photos_only():
+    from ptiedit.toyworld.photos import EVAL_PHOTOS, PHOTOS, TEST_PHOTOS
+    from ptiedit.toyworld.world import photo_names
+
+    assert not set(photo_names("train")) & set(EVAL_PHOTOS)
+    assert set(TEST_PHOTOS) <= set(EVAL_PHOTOS)
+    assert all(PHOTOS[n].origin in ("skimage", "sklearn") for n in TEST_PHOTOS)
+    assert all(PHOTOS[n].licence for n in PHOTOS)
+    assert set(photo_names("test")) == set(TEST_PHOTOS)
+
+
+def test_reader_recovers_fresh_textured_renders_given_their_background():
+    expected = textured_scenes(120, seed=24)
+    totals = Counter()
+    for scene in expected:
+        totals.update(attribute_agreement(read_scene(render(scene), background=scene.background), scene))
+    result = {a: totals[a] / len(expected) for a in ATTRIBUTES}
+    assert min(result.values()) >= 0.98, result
+
+
+def test_matches_caption_on_textured_scenes():
+    rng = random.Random(25)
+    for scene in textured_scenes(30, seed=25):
+        image = render(scene)
+        assert matches_caption(image, caption(scene, rng, drop_background=0.3), background=scene.background)
+        edit = random_edit(scene, rng, kinds=["object_color", "object_shape"])
+        assert not matches_caption(image, target_prompt(scene, edit), background=scene.background)

@@ -1,8 +1,14 @@
-"""Captions of shapes-world scenes in several phrasings."""
+"""Captions of shapes-world scenes in several phrasings.
+
+A caption states every object's shape and colour (size and position in some phrasings) and the background when
+a caption can name it: a solid colour ("on a red background") or a named pattern ("on a red and white striped
+background"). Textures and photos go unstated, as do objects' jitter and a pattern's period or angle.
+"""
 from __future__ import annotations
 
 import random
 
+from .backgrounds import PATTERNS, Background, Pattern
 from .scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
 
 _POSITION_PHRASE = {p: (f"in the {p} corner" if " " in p else ("in the center" if p == "center" else f"at the {p}"))
@@ -23,15 +29,32 @@ def describe(obj: Obj, with_size: bool, with_position: bool) -> str:
     return " ".join(words)
 
 
-def caption(scene: Scene, rng: random.Random | None = None) -> str:
-    """A random phrasing of a scene; rng=None gives the canonical, fully specified caption."""
+def background_words(background: Background) -> str | None:
+    """How captions name a background ("red", "red and white striped"), or None when they cannot."""
+    if isinstance(background, str):
+        return background
+    if isinstance(background, Pattern):
+        return f"{background.color} and {background.color2} {background.kind}"
+    return None
+
+
+def caption(scene: Scene, rng: random.Random | None = None, drop_background: float = 0.0) -> str:
+    """A random phrasing of a scene; rng=None gives the canonical, fully specified caption.
+
+    drop_background: probability that a random phrasing leaves out a nameable background, so that prompts naming
+    only the objects ("a green circle") are captions the model has seen. At 0 no random number is drawn for it,
+    so the phrasings of a given rng stay those of the original world.
+    """
+    bg = background_words(scene.background)
     if rng is None:
-        parts = [describe(o, True, True) for o in scene.objects]
-        return " and ".join(parts) + f" on {article(scene.background)} {scene.background} background"
+        body = " and ".join(describe(o, True, True) for o in scene.objects)
+        return body if bg is None else body + f" on {article(bg)} {bg} background"
     with_size, with_position = rng.random() < 0.6, rng.random() < 0.6
-    parts = [describe(o, with_size, with_position) for o in scene.objects]
-    body = " and ".join(parts)
-    return rng.choice(_PREFIXES) + body + " " + rng.choice(_BG).format(a=article(scene.background), bg=scene.background)
+    body = " and ".join(describe(o, with_size, with_position) for o in scene.objects)
+    phrasing = rng.choice(_PREFIXES) + body
+    if bg is None or (drop_background and rng.random() < drop_background):
+        return phrasing
+    return phrasing + " " + rng.choice(_BG).format(a=article(bg), bg=bg)
 
 
 def stated_attributes(text: str) -> set[str]:
@@ -45,7 +68,8 @@ def vocabulary() -> list[str]:
     words = set()
     for text in list(_PREFIXES) + list(_BG) + list(_POSITION_PHRASE.values()):
         words.update(text.replace("{bg}", "").replace("{a}", "").split())
-    words.update(SHAPES, COLORS, SIZES, ("a", "and", "an", "the", "of", "photo", "image", "picture", "background"))
+    words.update(SHAPES, COLORS, SIZES, PATTERNS,
+                 ("a", "and", "an", "the", "of", "photo", "image", "picture", "background"))
     for p in POSITIONS:
         words.update(p.split())
     return sorted(words)

@@ -1,5 +1,8 @@
 """Ground-truth edits of shapes-world scenes: what changes, which pixels change, and the prompt that says so.
 
+Object edits apply to every background (the edited scene keeps the same background pixels, textures and photo
+crops included); background colour edits only to solid backgrounds.
+
 Prompt policy: an edit's prompts are the canonical captions (`captions.caption(scene)` with rng=None) of the
 scene before and after the edit. They are fully specified, a phrasing seen in training, and differ only in the
 edited words (plus an article when the word after it changes), which is what word-swap editing expects.
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .captions import article, caption, describe
+from .backgrounds import Photo, Texture, backdrop, colors_of
 from .render import object_mask
 from .scene import COLORS, SHAPES, SIZES, Scene
 
@@ -39,6 +43,8 @@ class Edit:
 
 def _check_applies(scene: Scene, edit: Edit) -> None:
     if edit.kind == "background_color":
+        if not isinstance(scene.background, str):
+            raise ValueError("background colour edits need a solid background")
         if edit.value == scene.background:
             raise ValueError(f"the background is already {edit.value}")
         return
@@ -81,28 +87,44 @@ def target_prompt(scene: Scene, edit: Edit) -> str:
 
 
 def valid_values(scene: Scene, kind: str, index: int = 0) -> list[str]:
-    """Every value `kind` can take on this scene that makes a real change and a valid scene."""
+    """Every value `kind` can take on this scene that makes a real change and a valid scene (on textures and
+    photos, object colours that stand out from the background)."""
     if kind == "background_color":
+        if not isinstance(scene.background, str):
+            return []
         used = {o.color for o in scene.objects} | {scene.background}
         return [c for c in COLORS if c not in used]
     if kind not in OBJECT_KINDS:
         raise ValueError(f"unknown edit kind {kind!r}")
-    current = getattr(scene.objects[index], _FIELD[kind])
-    excluded = {current, scene.background} if kind == "object_color" else {current}
-    return [v for v in _ALLOWED[kind] if v not in excluded]
+    obj = scene.objects[index]
+    current = getattr(obj, _FIELD[kind])
+    if kind != "object_color":
+        return [v for v in _ALLOWED[kind] if v != current]
+    if isinstance(scene.background, (Texture, Photo)):  # only colours that stand out, as the world draws them
+        from .world import contrasting_colors
+        return [c for c in contrasting_colors(obj, backdrop(scene.background)) if c != current]
+    return [v for v in COLORS if v not in {current, *colors_of(scene.background)}]
 
 
 def random_edit(scene: Scene, rng: random.Random, kinds: tuple[str, ...] | list[str] | None = None) -> Edit:
-    """A uniformly drawn valid edit: kind among `kinds` (default all), then object, then value."""
+    """A uniformly drawn valid edit: kind among `kinds` (default all; background edits only on solid
+    backgrounds), then object, then value."""
     kinds = tuple(KINDS if kinds is None else kinds)
     if not kinds:
         raise ValueError("kinds must not be empty")
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown edit kind {kind!r}")
+    if not isinstance(scene.background, str):
+        kinds = tuple(k for k in kinds if k != "background_color")
+        if not kinds:
+            raise ValueError("background colour edits need a solid background")
     kind = rng.choice(kinds)
     index = 0 if kind == "background_color" else rng.randrange(len(scene.objects))
-    return Edit(kind, rng.choice(valid_values(scene, kind, index)), index)
+    values = valid_values(scene, kind, index)
+    if not values:  # only on a texture or photo where no other colour stands out
+        raise ValueError(f"no {kind} edit of object {index} keeps it visible on this background")
+    return Edit(kind, rng.choice(values), index)
 
 
 def _the(obj_phrase: str) -> str:
