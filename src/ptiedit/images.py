@@ -1,13 +1,11 @@
 """Reading user images and fitting them to the model: EXIF orientation, RGB, and an aspect-keeping resize.
 
-Fitting policy (fit_to_model): the model sees the whole picture, never a crop. It is resized to about the
-model's pixel count (its default resolution squared), with both sides multiples of what the VAE and UNet need.
-Of the sizes next to the ideal one, the one closest in aspect ratio that does not exceed the model's pixel
-count wins; the small mismatch left by rounding to multiples is absorbed by stretching, not cropping, so a
-result resized back to the input's own width x height (`--keep-size`) lines up with the input pixel for pixel.
+Fitting policy (fit_to_model): the model sees the whole picture, never a crop. It is resized to at most the
+model's pixel count (its default resolution squared), with both sides multiples of what its VAE and UNet need,
+choosing the size that best trades aspect-ratio error against lost pixels (fitted_size). What rounding to
+multiples leaves over is absorbed by a slight stretch, not by cropping, so a result resized back to the input's
+own width x height (`--keep-size`) lines up with the input pixel for pixel.
 """
-from __future__ import annotations
-
 import hashlib
 import math
 import os
@@ -56,27 +54,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def fitted_size(width: int, height: int, area: int, multiple: int) -> tuple[int, int]:
-    """(W, H) for a width x height picture: multiples of `multiple`, W * H <= area, aspect closest to the input's.
+PIXEL_WEIGHT = 0.25  # a picture with half the pixels costs as much as a 19% stretch: exp(0.25 * log 2) = 1.19
 
-    The ideal size keeps the aspect ratio at exactly `area` pixels: (width, height) * sqrt(area / (width * height)).
-    Each ideal side is rounded down and up to a multiple; of the candidates within `area` the one with the
-    smallest aspect error |log((W / H) / (width / height))| wins, ties going to the larger one. Raises ValueError
-    for pictures more elongated than the model's grid holds (its short side would round to zero).
+
+def fitted_size(width: int, height: int, area: int, multiple: int) -> tuple[int, int]:
+    """(W, H) for a width x height picture: multiples of `multiple` with W * H <= area, minimizing
+
+        cost(W, H) = |log((W / H) / (width / height))| + PIXEL_WEIGHT * log(area / (W * H)),
+
+    the stretch the picture suffers plus a quarter of the (log) pixels it loses; ties go to the larger size.
+    For each H only the two multiples around H * width / height (capped at area / H) can minimize it, since
+    the cost falls with W below that width and, with PIXEL_WEIGHT < 1, rises above it. Every result is its own
+    fit, so a result fitted again keeps its size. Raises ValueError for pictures more elongated than
+    area / multiple**2 : 1, the most elongated shape the model's grid holds.
     """
     if multiple < 1 or area < multiple * multiple:
         raise ValueError(f"cannot fit to {area} pixels in multiples of {multiple}")
-    scale = math.sqrt(area / (width * height))
-    ideal_w, ideal_h = width * scale, height * scale
-    if min(ideal_w, ideal_h) < multiple:
-        longest = area // (multiple * multiple)
-        raise ValueError(f"the image is {width}x{height}, more elongated than this model's {longest}:1 limit; "
-                         "crop it first")
-    sides = [{math.floor(ideal / multiple) * multiple, math.ceil(ideal / multiple) * multiple}
-             for ideal in (ideal_w, ideal_h)]
-    candidates = [(w, h) for w in sides[0] for h in sides[1] if w * h <= area]  # floor x floor always fits
-    target = math.log(width / height)
-    return min(candidates, key=lambda size: (abs(math.log(size[0] / size[1]) - target), -size[0] * size[1]))
+    ratio = width / height
+    if max(ratio, 1 / ratio) > area / multiple**2:
+        raise ValueError(f"the image is {width}x{height}, more elongated than this model's "
+                         f"{area // multiple**2}:1 limit; crop it first")
+    candidates = []
+    for h in range(multiple, area // multiple + 1, multiple):
+        widest = area // h // multiple * multiple
+        ideal = h * ratio / multiple
+        candidates += [(w, h) for w in {min(math.floor(ideal) * multiple, widest),
+                                        min(math.ceil(ideal) * multiple, widest)} if w >= multiple]
+
+    def cost(size: tuple[int, int]) -> tuple[float, int]:
+        w, h = size
+        return abs(math.log(w / h / ratio)) + PIXEL_WEIGHT * math.log(area / (w * h)), -w * h
+
+    return min(candidates, key=cost)
 
 
 def fit_to_model(image: Image.Image, area: int, multiple: int) -> Image.Image:
