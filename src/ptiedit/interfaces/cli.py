@@ -36,11 +36,12 @@ DEVICES = "auto, cpu, cuda, cuda:N or mps"
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
   EXIF orientation, transparency composited over white, at most {MAX_PIXELS:,} pixels. The model sees the
-  whole image, never a crop: resized to about its own pixel count (64x64 for the embedded model, 512x512 for
-  SD 1.5) with the aspect ratio kept and both sides multiples of what its VAE and UNet need (16 px for the
-  embedded model, e.g. a 3:2 photo becomes 80x48; 624x416 on SD 1.5). The rounding to multiples is absorbed
-  by a slight stretch (the closest aspect ratio that fits), not by cropping. Results are written at that size;
-  --keep-size resizes them to exactly the input's width x height.
+  whole image, never a crop, resized to at most its own pixel count (64x64 for the embedded model, 512x512
+  for SD 1.5) with both sides multiples of what its VAE and UNet need (16 px for the embedded model, 8 for
+  SD). Of those sizes it takes the one that best trades stretch against lost pixels (half the pixels weigh
+  as much as a 19% stretch): a 3:2 photo becomes 80x48 on the embedded model and 624x416 on SD 1.5, a 2:1
+  one 64x32 and 720x360. Results are written at that size; --keep-size resizes them to exactly the input's
+  width x height, which also undoes the stretch.
 """
 
 # Subcommands implemented elsewhere: module (exposing add_arguments and run), optional extra, help.
