@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import __path__ as package_path
 from .. import __version__
 from ..demo import ETAS as DEMO_ETAS
 from ..demo import demo_files, run_demo
@@ -443,7 +444,7 @@ def one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(package_path[0]).absolute()  # as the interpreter names its modules' files: not resolved
 
 
 @contextmanager
@@ -454,7 +455,7 @@ def reported_warnings(show_all: bool):
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = one_line(message)
-        ours = issubclass(category, PromptTruncatedWarning) or PACKAGE in Path(filename).resolve().parents
+        ours = issubclass(category, PromptTruncatedWarning) or PACKAGE in Path(filename).absolute().parents
         if (show_all or ours) and text not in shown:
             shown.add(text)
             tqdm.write(f"ptiedit: warning: {text}", file=sys.stderr)
