@@ -370,7 +370,7 @@ def bad_inputs(tmp: Path, image: Path, model: str):
         "eta below 0": (edit("--eta", "0.5,-0.1"), "--eta must be in [0, 1]"),
         "eta nan": (edit("--eta", "nan"), "--eta must be in [0, 1]"),
         "eta not a number": (edit("--eta", "high"), "'high' is not a number"),
-        "steps 0": (edit("--steps", "0"), "--steps must be at least 1, got 0"),
+        "steps 0": (edit("--steps", "0"), "--steps must be between 1 and 1000"),
         "steps 1001": (edit("--steps", "1001"), "--steps must be between 1 and 1000"),
         "steps not a number": (edit("--steps", "ten"), "invalid int value"),
         "inner steps -1": (edit("--inner-steps", "-1"), "--inner-steps must be between 0 and 100"),

@@ -32,7 +32,8 @@ from ..models.loading import load_pipeline, valid_steps
 from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_inversion, write_png
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
-RANGES = {"guidance": (0, 50), "inner_steps": (0, 100)}  # --steps: from the model's scheduler (valid_steps)
+# Checked before the model loads; check_steps then narrows --steps to the model's scheduler (valid_steps).
+RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100)}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
@@ -79,6 +80,8 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if getattr(args, "max_batch", None) is not None and args.max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {args.max_batch}")
 
 
 def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
@@ -120,14 +123,6 @@ def check_device(name: str) -> None:
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use --device auto or cpu")
-
-
-def check_counts(args: argparse.Namespace) -> None:
-    """Lower bounds known before the model loads; --steps' upper bound comes from its scheduler (check_steps)."""
-    for name in ("steps", "max_batch"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def check_steps(pipe, args: argparse.Namespace) -> None:
@@ -214,7 +209,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
     target = check_prompt(args.target, "--target")
     etas = parse_etas(args.eta or [str(DEFAULT_ETA)], args.allow_extrapolation)
     check_ranges(args)
-    check_counts(args)
     if args.init_prompt is not None:
         check_prompt(args.init_prompt, "--init-prompt")
     out = check_suffix(args.output, ".png", "the output")
@@ -267,7 +261,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_invert(args: argparse.Namespace) -> int:
     check_ranges(args)
-    check_counts(args)
     init_prompt = "" if args.init_prompt is None else check_prompt(args.init_prompt, "--init-prompt")
     out = check_suffix(args.output, ".safetensors", "the output")
     check_outputs([out], force=args.force, inputs=[args.input])
