@@ -6,6 +6,8 @@ choosing the size that best trades aspect-ratio error against lost pixels (fitte
 multiples leaves over is absorbed by a slight stretch, not by cropping, so a result resized back to the input's
 own width x height (`--keep-size`) lines up with the input pixel for pixel.
 """
+from __future__ import annotations
+
 import hashlib
 import math
 import os

@@ -28,7 +28,7 @@ from PIL import Image
 MAX_UPLOAD_SIZE = "20mb"  # gradio refuses larger uploads before they reach the app
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
 MAX_PROMPT_CHARS = 1000
-MAX_SWEEP = 8  # etas sampled together in one batch
+MAX_SWEEP = 8  # etas in one sweep (sampled in one batch unless --max-batch splits it)
 STEPS_RANGE, INNER_STEPS_RANGE, GUIDANCE_RANGE = (2, 200), (0, 50), (1.0, 20.0)
 DEFAULTS = {"eta": 0.8, "sweep": "0.6, 0.8, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0}
 EDIT_FILE, INVERSION_FILE = "ptiedit-edit.png", "ptiedit-inversion.safetensors"
