@@ -3,7 +3,10 @@
 Bad input must give exactly one stderr line `ptiedit: error: ...`, a non-zero exit and no traceback, and must
 never touch an existing file. Most runs call main() in-process; a few run the console script to prove it.
 """
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ptiedit.images
@@ -22,6 +26,12 @@ from .conftest import build_tiny_pipeline
 
 FAST = ["--steps", "2", "--inner-steps", "1"]
 TARGET = "a green circle on a white background"
+TINY_AREA, TINY_MULTIPLE = 16 * 16, 4  # the tiny models: 16 px default, VAE x2 and one UNet downsampling
+
+
+def model_view(path) -> Image.Image:
+    """An input as the tiny models see it."""
+    return fit_to_model(load_image(path), TINY_AREA, TINY_MULTIPLE)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +92,10 @@ def test_edit_writes_a_png_carrying_its_settings(capsys, tmp_path, image, model)
     assert code == 0, err
     assert f"wrote {out}" in stdout and "Traceback" not in err
     with Image.open(out) as png:
-        assert png.size == (16, 16)
+        assert png.size == (16, 12)  # the 24x20 input's aspect ratio, in multiples of 4, within 16x16 pixels
         parameters = png.text["parameters"]
     settings = read_png_settings(out)
-    expected_sha = pixels_sha256(fit_to_model(load_image(image), 16))
+    expected_sha = pixels_sha256(model_view(image))
     assert settings == {"prompt": TARGET, "eta": 0.8, "seed": 7, "steps": 2, "guidance": 5.0, "inner_steps": 1,
                         "init_prompt": "", "method": "pti", "model": str(Path(model).resolve()),
                         "model_sha256": settings["model_sha256"], "input_sha256": expected_sha,
@@ -105,14 +115,14 @@ def test_eta_sweep_writes_one_file_per_eta_and_a_grid(capsys, tmp_path, image, m
     assert {p.name for p in tmp_path.glob("out*")} == names
     assert [read_png_settings(tmp_path / f"out_eta{e}.png")["eta"] for e in ("0.50", "0.70", "1.00")] == [0.5, 0.7, 1]
     edits = [np.asarray(Image.open(tmp_path / f"out_eta{e}.png")) for e in ("0.50", "1.00")]
-    assert edits[0].shape == (20, 20, 3)  # --keep-size: the input's centred square, 24x20 -> 20x20
+    assert edits[0].shape == (20, 24, 3)  # --keep-size: exactly the 24x20 input's size
     assert np.abs(edits[0].astype(int) - edits[1]).max() > 0
     grid = Image.open(tmp_path / "out_grid.png")
     assert read_png_settings(tmp_path / "out_grid.png")["etas"] == [0.5, 0.7, 1.0]
-    assert grid.width == 5 * 128  # input | reconstruction | three etas
-    top = grid.height - 128
-    cell = grid.crop((0, top, 128, top + 128))
-    assert cell.tobytes() == fit_to_model(load_image(image), 16).resize((128, 128), Image.NEAREST).tobytes()
+    assert grid.width == 5 * 128  # input | reconstruction | three etas, 16x12 each, enlarged 8 times
+    top = grid.height - 96
+    cell = grid.crop((0, top, 128, top + 96))
+    assert cell.tobytes() == model_view(image).resize((128, 96), Image.NEAREST).tobytes()
 
 
 def test_invert_reconstruct_and_edit_reuse_one_inversion(capsys, tmp_path, image, tiny_model_dir):
@@ -175,6 +185,85 @@ def test_extrapolation_is_allowed_when_asked(capsys, tmp_path, image, model):
                        *FAST, "--quiet", "--eta", "1.5", "--allow-extrapolation")
     assert code == 0, err
     assert read_png_settings(tmp_path / "o.png")["eta"] == 1.5
+
+
+# ------------------------------------------------------------------------------ progress, device, memory
+
+def progress_lines(err: str) -> list[str]:
+    """Lines of stderr that are not warnings: a tqdm display redraws one line with carriage returns, so each
+    separate display leaves one line."""
+    return [line for line in err.split("\n") if line.strip() and not line.startswith("ptiedit: warning:")]
+
+
+def test_one_progress_display_covers_inversion_tuning_and_editing(capsys, tmp_path, image, model):
+    code, out, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model,
+                         *FAST, "--eta", "0.5,1", "--inversion", tmp_path / "inv.safetensors")
+    assert code == 0, err
+    lines = progress_lines(err)
+    assert len(lines) == 1, err
+    done, total = map(int, re.findall(r"(\d+)/(\d+)", lines[0].split("\r")[-1])[-1])
+    assert done == total >= 3 * 2  # inversion, tuning and editing, two steps each at least, all completed
+    assert out.splitlines() == [f"wrote {tmp_path / name}" for name in
+                                ("inv.safetensors", "o_eta0.50.png", "o_eta1.00.png", "o_grid.png")]
+
+
+def test_quiet_prints_no_progress_and_no_messages(capsys, tmp_path, image, model):
+    code, out, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model,
+                         *FAST, "--quiet")
+    assert (code, out, err) == (0, "", "")
+
+
+def test_steps_range_comes_from_the_scheduler_config(capsys, tmp_path, image, model):
+    short = tmp_path / "short-schedule"
+    shutil.copytree(model, short)
+    config_path = short / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "num_train_timesteps": 100}))
+    inv = tmp_path / "inv.safetensors"
+    code, _, err = run(capsys, "invert", image, "-o", inv, "--model", short, "--steps", "101")
+    assert_one_error_line(code, err, "--steps must be between 1 and 100", "got 101")
+    assert not inv.exists()
+    code, _, err = run(capsys, "invert", image, "-o", inv, "--model", short, "--steps", "100", "--inner-steps", "0",
+                       "--quiet")  # every training timestep: the upper end of the range works
+    assert code == 0, err
+
+
+def test_device_dtype_and_memory_options_reach_the_library(capsys, tmp_path, image, model, monkeypatch):
+    loaded = {}
+
+    def record(model_name, **options):
+        loaded.update(options)
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(cli, "load_pipeline", record)
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model,
+                       "--dtype", "fp16", "--gradient-checkpointing", "--vae-slicing", "--vae-tiling", "--cpu-offload")
+    assert_one_error_line(code, err, "recorded")
+    assert loaded == {"device": "auto", "dtype": "fp16", "gradient_checkpointing": True, "vae_slicing": True,
+                      "vae_tiling": True, "cpu_offload": True}
+    monkeypatch.undo()
+
+    batches = []
+    real_edit = cli.edit
+
+    def edit_recording(*args, max_batch=None, **kwargs):
+        batches.append(max_batch)
+        return real_edit(*args, max_batch=max_batch, **kwargs)
+
+    monkeypatch.setattr(cli, "edit", edit_recording)
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model, *FAST,
+                       "--eta", "0.2,0.4,0.6", "--max-batch", "2", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert batches == [2] and len(list(tmp_path.glob("o_eta*.png"))) == 3
+
+
+def test_fp16_on_the_cpu_runs_and_warns_in_one_line(capsys, tmp_path, image, model):
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model, *FAST,
+                       "--device", "cpu", "--dtype", "fp16", "--quiet")
+    assert code == 0, err
+    warnings_ = err.strip().splitlines()
+    assert len(warnings_) == 1 and warnings_[0].startswith("ptiedit: warning: ") and "fp16" in warnings_[0], err
+    assert read_png_settings(tmp_path / "o.png")["prompt"] == TARGET
 
 
 # ----------------------------------------------------------------------------------------- no overwriting
@@ -296,8 +385,11 @@ def bad_inputs(tmp: Path, image: Path, model: str):
         "unknown model": (["edit", image, "--target", TARGET, "-o", out, "--model", "no-such-org/no-such-model"],
                           "cannot load model"),
         "not a model folder": (["edit", image, "--target", TARGET, "-o", out, "--model", tmp], "model_index.json"),
-        "unknown device": (edit("--device", "toaster"), "unknown device"),
-        "fp16 on the cpu": (edit("--dtype", "fp16"), "fp16"),
+        "unknown device": (edit("--device", "toaster"), "unknown device 'toaster'; use auto, cpu, cuda, cuda:N or mps"),
+        "device index on the cpu": (edit("--device", "cpu:1"), "unknown device 'cpu:1'"),
+        "absent cuda device": (edit("--device", f"cuda:{torch.cuda.device_count()}"),
+                               "CUDA device(s)" if torch.cuda.is_available() else "CUDA is not available"),
+        "max batch 0": (edit("--max-batch", "0"), "--max-batch must be at least 1, got 0"),
         "corrupt inversion": (edit("--inversion", corrupt), "corrupt.safetensors"),
         "corrupt inversion to reconstruct": (["reconstruct", corrupt, "-o", out, "--model", model],
                                              "corrupt.safetensors"),
@@ -389,8 +481,10 @@ def test_demo_writes_every_file_and_refuses_to_overwrite(capsys, tmp_path, model
     from ptiedit.demo import EDITS, ETAS, demo_files
 
     folder = tmp_path / "new" / "demo"  # created with its parent
-    code, _, err = run(capsys, "demo", "-o", folder, "--model", model, "--quiet")
+    code, out, err = run(capsys, "demo", "-o", folder, "--model", model)
     assert code == 0, err
+    assert len(progress_lines(err)) == 1, err  # one display for the inversion and all three edits
+    assert out.startswith(f"wrote {len(demo_files(folder))} files to {folder}")
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in demo_files(folder))
     grid = Image.open(folder / "grid.png")
     assert grid.height > len(EDITS) * 128 and grid.width > (2 + len(ETAS)) * 128  # plus labels

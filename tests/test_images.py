@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import ptiedit.images
-from ptiedit.images import fit_to_model, load_image
+from ptiedit.images import fit_to_model, fitted_size, load_image, restore_size
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -63,14 +63,52 @@ def test_exif_orientation_6_is_turned_upright(tmp_path):
     assert got[0, 0].sum() == 0
 
 
-def test_fit_to_model_crops_the_centre_square():
-    wide = np.zeros((40, 120, 3), np.uint8)
+@pytest.mark.parametrize("size, area, multiple, expected", [
+    ((300, 200), 64 * 64, 16, (80, 48)),  # 3:2 on the embedded model (VAE x4, UNet x4): not 64x64
+    ((300, 200), 64 * 64, 8, (72, 48)),  # exactly 3:2 where the grid allows it
+    ((200, 300), 64 * 64, 16, (48, 80)),  # portrait
+    ((3000, 2000), 512 * 512, 8, (624, 416)),  # a 3:2 photo on SD 1.5
+    ((4032, 3024), 768 * 768, 64, (832, 640)),  # 4:3 on SD 2.1-768 in multiples of 64
+    ((640, 640), 64 * 64, 16, (64, 64)),  # squares keep the model's own size
+    ((24, 20), 16 * 16, 4, (16, 12)),  # the tiny test pipelines
+])
+def test_fitted_size_keeps_the_aspect_ratio_in_multiples(size, area, multiple, expected):
+    assert fitted_size(*size, area, multiple) == expected
+
+
+@pytest.mark.parametrize("area, multiple, stretch", [(64 * 64, 16, 0.20), (16 * 16, 4, 0.20), (512 * 512, 8, 0.012)])
+def test_fitted_sizes_are_multiples_within_the_area_close_in_aspect_and_stable(area, multiple, stretch):
+    for width in range(100, 300, 13):  # aspect ratios up to 3:1 either way
+        for height in range(100, 300, 17):
+            w, h = fitted_size(width, height, area, multiple)
+            assert w % multiple == 0 and h % multiple == 0 and area / 2 <= w * h <= area
+            assert abs(np.log(w / h * height / width)) <= np.log1p(stretch)  # a 20% stretch on 4x4 cells, 1.2% on SD
+            assert fitted_size(w, h, area, multiple) == (w, h)  # a result fitted again keeps its size
+
+
+def test_fit_to_model_keeps_the_whole_picture_without_cropping():
+    wide = np.zeros((40, 120, 3), np.uint8)  # 3:1, red | green | blue thirds
     wide[:, :40] = (255, 0, 0)
     wide[:, 40:80] = (0, 255, 0)
     wide[:, 80:] = (0, 0, 255)
-    fitted = fit_to_model(Image.fromarray(wide), 8)
-    assert fitted.size == (8, 8)
-    assert np.abs(pixels(fitted)[:, 1:-1] - (0, 255, 0)).max() <= 8  # the filter may blur the outer columns
+    fitted = pixels(fit_to_model(Image.fromarray(wide), 64 * 64, 16))
+    assert fitted.shape == (32, 96, 3)  # still 3:1
+    assert np.abs(fitted[:, 2] - (255, 0, 0)).max() <= 8  # every band survives: nothing was cropped
+    assert np.abs(fitted[:, 48] - (0, 255, 0)).max() <= 8
+    assert np.abs(fitted[:, -3] - (0, 0, 255)).max() <= 8
+
+
+def test_restore_size_gives_exactly_the_input_size():
+    original = Image.new("RGB", (301, 199))
+    result = fit_to_model(original, 64 * 64, 16)
+    assert result.size == (80, 48)
+    assert restore_size(result, original).size == (301, 199)
+
+
+def test_pictures_too_elongated_for_the_model_are_refused():
+    with pytest.raises(ValueError, match="more elongated than this model's 16:1 limit"):
+        fitted_size(2000, 100, 64 * 64, 16)
+    assert fitted_size(1600, 100, 64 * 64, 16) == (256, 16)  # 16:1 still fits
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

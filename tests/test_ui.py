@@ -81,10 +81,53 @@ def test_open_upload_reads_images_and_refuses_others_by_the_users_file_name(tmp_
 def test_cli_ui_refuses_bad_options_in_one_line(capsys):
     assert main(["ui", "--port", "70000"]) == 2
     assert main(["ui", "--model", "/nonexistent/model"]) == 2
+    assert main(["ui", "--max-batch", "0"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("ptiedit: error: ") for line in lines), lines
+    assert len(lines) == 3 and all(line.startswith("ptiedit: error: ") for line in lines), lines
     assert "65535" in lines[0]
     assert ("/nonexistent/model" if importlib.util.find_spec("gradio") else "pip install 'ptiedit[ui]'") in lines[1]
+    assert "--max-batch must be at least 1" in lines[2]
+    if importlib.util.find_spec("gradio"):
+        assert main(["ui", "--device", "toaster"]) == 2
+        assert "unknown device 'toaster'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ page content
+
+def page_components(pipe, folder: Path, **options) -> list[dict]:
+    """The components of the app built for pipe (not served): type, elem_id, elem_classes, value."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'ptiedit[ui]')")
+    from ptiedit.interfaces.ui import build_app
+
+    folder.mkdir(exist_ok=True)
+    config = build_app(pipe, folder, **options).get_config_file()
+    return [{**c["props"], "type": c["type"]} for c in config["components"]]  # props hold a "type" too
+
+
+def pixelated(components) -> list[str]:
+    return [c.get("elem_id") for c in components if "pixelated" in (c.get("elem_classes") or [])]
+
+
+def test_shapes_examples_and_pixel_art_only_for_the_embedded_model(tmp_path, tiny_pipe):
+    if not (EMBEDDED_MODEL / "model_index.json").exists():
+        pytest.skip("the embedded model is not installed")
+    from ptiedit import load_pipeline
+
+    embedded = page_components(load_pipeline(), tmp_path / "a")
+    assert any(c["type"] == "dataset" for c in embedded)  # gr.Examples
+    assert set(pixelated(embedded)) == {"input-image", "reconstruction", "result", "sweep-gallery"}
+    other = page_components(tiny_pipe, tmp_path / "b")
+    assert not any(c["type"] == "dataset" for c in other)
+    assert pixelated(other) == []
+
+
+def test_the_page_shows_device_dtype_and_memory_options(tmp_path, tiny_pipe):
+    memory = {"gradient_checkpointing": True, "vae_slicing": False, "vae_tiling": True, "cpu_offload": False}
+    components = page_components(tiny_pipe, tmp_path, memory=memory, max_batch=3)
+    text = next(c["value"] for c in components if c.get("elem_id") == "runtime")
+    for part in ("**cpu**", "**fp32**", "gradient checkpointing on", "vae slicing off", "vae tiling on",
+                 "cpu offload off", "at most 3 etas", "ptiedit ui --device"):
+        assert part in text, text
 
 
 # ------------------------------------------------------------------------------------------------ browser

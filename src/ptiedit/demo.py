@@ -34,8 +34,11 @@ def demo_files(folder: str | Path) -> list[Path]:
 
 
 def run_demo(pipe, folder: str | Path, *, steps: int = 50, inner_steps: int = 10, seed: int = 0,
-             progress: bool = True) -> list[Path]:
-    """Render SCENE, invert it, apply EDITS at every eta in ETAS and write the files of demo_files(folder)."""
+             progress=True) -> list[Path]:
+    """Render SCENE, invert it, apply EDITS at every eta in ETAS and write the files of demo_files(folder).
+
+    progress: a bool, or one tqdm bar that the inversion and all three edits report to (as invert/edit take it).
+    """
     torch.manual_seed(seed)
     image = render(SCENE, model_family(pipe).default_size)
     inversion = invert(pipe, image, steps=steps, inner_steps=inner_steps, progress=progress)

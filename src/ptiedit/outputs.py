@@ -133,12 +133,15 @@ def label_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[st
                row_labels: Sequence[str] | None = None, min_cell: int = 128) -> Image.Image:
     """Images in a table with a header row of column labels and, optionally, a first column of row labels.
 
-    Small images are enlarged by a whole factor with nearest-neighbour sampling, so pixels stay as generated.
+    Cells are as wide and as high as the largest image (non-square results keep their shape), each image
+    centred in its cell. Small images are enlarged by a whole factor with nearest-neighbour sampling, so pixels
+    stay as generated.
     """
     font = _font()
-    side = max(max(image.size) for row in rows for image in row)
-    scale = max(1, -(-min_cell // side))
-    cell, pad = side * scale, 6
+    images = [image for row in rows for image in row]
+    scale = max(1, -(-min_cell // max(max(image.size) for image in images)))
+    cell_w, cell_h = (max(image.size[i] for image in images) * scale for i in (0, 1))
+    pad = 6
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def width(text):
@@ -146,17 +149,17 @@ def label_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[st
 
     line = measure.textbbox((0, 0), "Ag", font=font)[3] + 2 * pad
     left = max(map(width, row_labels)) + 2 * pad if row_labels else 0
-    grid = Image.new("RGB", (left + cell * len(column_labels), line + cell * len(rows)), "white")
+    grid = Image.new("RGB", (left + cell_w * len(column_labels), line + cell_h * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     for j, text in enumerate(column_labels):
-        draw.text((left + j * cell + (cell - width(text)) // 2, pad), text, fill="black", font=font)
+        draw.text((left + j * cell_w + (cell_w - width(text)) // 2, pad), text, fill="black", font=font)
     for i, row in enumerate(rows):
-        top = line + i * cell
+        top = line + i * cell_h
         if row_labels:
-            draw.text((pad, top + (cell - line) // 2 + pad), row_labels[i], fill="black", font=font)
+            draw.text((pad, top + (cell_h - line) // 2 + pad), row_labels[i], fill="black", font=font)
         for j, image in enumerate(row):
             tile = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST)
-            grid.paste(tile, (left + j * cell, top))
+            grid.paste(tile, (left + j * cell_w + (cell_w - tile.width) // 2, top + (cell_h - tile.height) // 2))
     return grid
 
 

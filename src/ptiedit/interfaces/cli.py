@@ -17,28 +17,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from PIL import Image
+from tqdm.auto import tqdm
 
+from .. import __path__ as package_path
 from .. import __version__
 from ..demo import ETAS as DEMO_ETAS
 from ..demo import demo_files, run_demo
 from ..models.family import PromptTruncatedWarning, model_family
 from ..editing.edit import DEFAULT_ETA, edit, reconstruct
-from ..images import MAX_PIXELS, load_image, pixels_sha256
+from ..images import MAX_PIXELS, load_image, pixels_sha256, restore_size
 from ..inversion.invert import invert
 from ..models.fingerprint import pipeline_fingerprint
 from ..inversion.result import Inversion
-from ..models.loading import load_pipeline
+from ..models.loading import load_pipeline, valid_steps
 from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_inversion, write_png
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
+# Checked before the model loads; check_steps then narrows --steps to the model's scheduler (valid_steps).
 RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100)}
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
   EXIF orientation, transparency composited over white, at most {MAX_PIXELS:,} pixels. The model sees the
-  largest centred square of the image, resized to its resolution (64 px for the embedded model), and results
-  are written at that resolution. --keep-size resizes each result to the side of that square, min(width,
-  height); the borders cropped away are not restored.
+  whole image, never a crop, resized to at most its own pixel count (64x64 for the embedded model, 512x512
+  for SD 1.5) with both sides multiples of what its VAE and UNet need (16 px for the embedded model, 8 for
+  SD). Of those sizes it takes the one that best trades stretch against lost pixels (half the pixels weigh
+  as much as a 19% stretch): a 3:2 photo becomes 80x48 on the embedded model and 624x416 on SD 1.5, a 2:1
+  one 64x32 and 720x360. Results are written at that size; --keep-size resizes them to exactly the input's
+  width x height, which also undoes the stretch.
 """
 
 # Subcommands implemented elsewhere: module (exposing add_arguments and run), optional extra, help.
@@ -75,6 +81,8 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if getattr(args, "max_batch", None) is not None and args.max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {args.max_batch}")
 
 
 def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
@@ -99,14 +107,31 @@ def check_suffix(path: str, suffix: str, what: str) -> Path:
 
 
 def check_device(name: str) -> None:
+    """--device must be one of DEVICES and present on this machine ("auto" always is)."""
+    if name == "auto":
+        return
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.index is not None
+                                                                        and device.type != "cuda"):
+        raise ValueError(f"unknown device {name!r}; use {DEVICES}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available on this machine; use --device cpu")
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("MPS is not available on this machine; use --device cpu")
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device auto or cpu")
+
+
+def check_steps(pipe, args: argparse.Namespace) -> None:
+    """--steps within 1..num_train_timesteps of the model's scheduler config."""
+    allowed = valid_steps(pipe)
+    if args.steps is not None and args.steps not in allowed:
+        raise ValueError(f"--steps must be between {allowed.start} and {allowed.stop - 1} for this model's "
+                         f"scheduler ({allowed.stop - 1} training timesteps), got {args.steps}")
 
 
 def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
@@ -122,19 +147,45 @@ def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, i
 # ----------------------------------------------------------------------------------------------------- steps
 
 def say(args: argparse.Namespace, text: str) -> None:
+    """A message on stdout; tqdm.write lifts an open progress display out of its way and redraws it."""
     if not args.quiet:
-        print(text)
+        tqdm.write(text, file=sys.stdout)
+
+
+@contextmanager
+def progress_display(args: argparse.Namespace):
+    """The command's one progress display: a tqdm bar that the library's stages (DDIM inversion, prompt
+    tuning, editing) each add their steps to and name while they run; False (none) with --quiet."""
+    if args.quiet:
+        yield False
+        return
+    bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+MEMORY_OPTIONS = ("gradient_checkpointing", "vae_slicing", "vae_tiling", "cpu_offload")
 
 
 def open_model(args: argparse.Namespace):
+    """The pipeline for --model on --device in --dtype, with the memory options. Commands defined elsewhere
+    may not have added the memory options: they default to off."""
     check_device(args.device)
-    return load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    memory = {name: getattr(args, name, False) for name in MEMORY_OPTIONS}
+    return load_pipeline(args.model, device=args.device, dtype=args.dtype, **memory)
 
 
-def run_inversion(pipe, image: Image.Image, args: argparse.Namespace, init_prompt: str) -> Inversion:
+def model_image(pipe, image):
+    """The image as the model sees it (what invert() inverts and fingerprints)."""
+    return model_family(pipe).fit(image)
+
+
+def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progress) -> Inversion:
     torch.manual_seed(args.seed)  # PTI is deterministic; the seed is set and recorded all the same
     settings = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
-    inversion = invert(pipe, image, method="pti", prompt=init_prompt, progress=not args.quiet, **settings)
+    inversion = invert(pipe, image, method="pti", prompt=init_prompt, progress=progress, **settings)
     inversion.settings["seed"] = args.seed
     return inversion
 
@@ -180,28 +231,28 @@ def cmd_edit(args: argparse.Namespace) -> int:
         check_reusable(inversion, inversion_path, args, init_prompt)
     # 2. Load the model; reuse the inversion if it fits it and the image, else invert (PTI stage 1).
     pipe = open_model(args)
+    check_steps(pipe, args)
     if reuse:
         inversion.check_compatible(pipeline_fingerprint(pipe))
-        if inversion.fingerprint.get("image_sha256") != pixels_sha256(model_family(pipe).fit(image)):
+        if inversion.fingerprint.get("image_sha256") != pixels_sha256(model_image(pipe, image)):
             raise ValueError(f"{inversion_path} was made from another image than {args.input}")
-    else:
-        inversion = run_inversion(pipe, image, args, init_prompt or "")
-        if writes_inversion:
-            write_inversion(inversion, inversion_path)
-            say(args, f"wrote {inversion_path}")
-    # 3. Edit (PTI stage 2). The grid shows the reconstruction (eta = 0) too: sampled in the same batch.
+    # 3. Invert (PTI stage 1) unless reused, and edit (PTI stage 2) under one progress display. The grid shows
+    # the reconstruction (eta = 0) too: sampled in the same batch.
     sampled = etas if grid is None or 0.0 in etas else [0.0, *etas]
-    results = dict(zip(sampled, edit(pipe, inversion, target, sampled, progress=not args.quiet,
-                                     allow_extrapolation=args.allow_extrapolation)))
+    with progress_display(args) as progress:
+        if not reuse:
+            inversion = run_inversion(pipe, image, args, init_prompt or "", progress)
+            if writes_inversion:
+                write_inversion(inversion, inversion_path)
+                say(args, f"wrote {inversion_path}")
+        results = dict(zip(sampled, edit(pipe, inversion, target, sampled, progress=progress,
+                                         max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation)))
     for eta, path in files.items():
-        result = results[eta]
-        if args.keep_size:
-            side = min(image.size)
-            result = result.resize((side, side), Image.LANCZOS)
+        result = restore_size(results[eta], image) if args.keep_size else results[eta]
         write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed))
         say(args, f"wrote {path}")
     if grid is not None:
-        row = [model_family(pipe).fit(image), results[0.0], *(results[eta] for eta in etas)]
+        row = [model_image(pipe, image), results[0.0], *(results[eta] for eta in etas)]
         picture = label_grid([row], ["input", "reconstruction", *(f"eta {eta_name(eta)}" for eta in etas)])
         write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed))
         say(args, f"wrote {grid}")
@@ -215,7 +266,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
     check_outputs([out], force=args.force, inputs=[args.input])
     image = load_image(args.input)
     pipe = open_model(args)
-    write_inversion(run_inversion(pipe, image, args, init_prompt), out)
+    check_steps(pipe, args)
+    with progress_display(args) as progress:
+        inversion = run_inversion(pipe, image, args, init_prompt, progress)
+    write_inversion(inversion, out)
     say(args, f"wrote {out}")
     return 0
 
@@ -226,7 +280,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     inversion = Inversion.load(args.inversion)
     pipe = open_model(args)
     inversion.check_compatible(pipeline_fingerprint(pipe))
-    image = reconstruct(pipe, inversion, progress=not args.quiet)
+    with progress_display(args) as progress:
+        image = reconstruct(pipe, inversion, progress=progress)
     write_png(image, out, result_settings(inversion, prompt="", eta=0.0, seed=inversion.settings.get("seed")))
     say(args, f"wrote {out}")
     return 0
@@ -243,7 +298,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pipe = open_model(args)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    run_demo(pipe, folder, progress=not args.quiet)
+    with progress_display(args) as progress:
+        run_demo(pipe, folder, progress=progress)
     say(args, f"wrote {len(demo_files(folder))} files to {folder} (grid.png shows them all) "
               f"in {time.perf_counter() - start:.0f} s")
     return 0
@@ -255,18 +311,33 @@ def add_common_options(parser: argparse.ArgumentParser, show_model: bool = True)
     group = parser.add_argument_group("model and run")
     group.add_argument("--model", metavar="ID_OR_DIR", help="diffusers Stable Diffusion folder or hub id "
                        "(default: the embedded shapes-world model)" if show_model else argparse.SUPPRESS)
-    group.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default cpu)")
-    group.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
-                       help="weights' precision (default fp32 on the CPU, fp16 on GPUs)")
-    group.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    add_device_options(parser, group)
+    group.add_argument("--quiet", action="store_true", help="no progress display or messages")
     group.add_argument("--force", action="store_true", help="overwrite existing output files")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of unexpected errors")
 
 
+def add_device_options(parser: argparse.ArgumentParser, group=None) -> None:
+    """--device, --dtype and the memory and speed options (shared with `ptiedit ui`)."""
+    group = group or parser
+    group.add_argument("--device", default="auto", metavar="DEVICE", help=f"torch device: {DEVICES} (default "
+                       "auto: CUDA if available, then MPS, else the CPU)")
+    group.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights' precision (default fp32 on "
+                       "the CPU, fp16 on GPUs; fp16 on the CPU works but is slow). Prompt tuning runs in fp32")
+    memory = parser.add_argument_group("memory and speed")
+    memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet activations in "
+                        "prompt tuning's backward pass: less memory, more time (stage 1)")
+    memory.add_argument("--vae-slicing", action="store_true", help="encode/decode one image at a time")
+    memory.add_argument("--vae-tiling", action="store_true", help="encode/decode large images in tiles")
+    memory.add_argument("--cpu-offload", action="store_true", help="keep each model on the CPU until it runs "
+                        "(accelerate model offload; needs a GPU)")
+
+
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
     group = parser.add_argument_group("inversion (PTI stage 1)")
-    group.add_argument("--steps", type=int, help="DDIM steps, 1..1000 (default 50)")
+    group.add_argument("--steps", type=int, help="DDIM steps, 1 up to the scheduler's training timesteps "
+                       "(1000 for SD; default 50)")
     group.add_argument("--guidance", type=float, help="classifier-free guidance scale, 0..50 (default 7.5)")
     group.add_argument("--inner-steps", type=int, help="Adam steps tuning c_t at each step, 0..100 (default 10)")
     init = group.add_mutually_exclusive_group() if with_target else group
@@ -298,7 +369,9 @@ def build_parser(argv: list[str]) -> ArgumentParser:
     p.add_argument("--allow-extrapolation", action="store_true", help="allow eta above 1")
     p.add_argument("--inversion", metavar="INV.safetensors", help="reuse this inversion if it exists (it must "
                    "come from the same image, model and settings), else write the new one here")
-    p.add_argument("--keep-size", action="store_true", help="resize results to the input's centred square")
+    p.add_argument("--keep-size", action="store_true", help="resize results to exactly the input's size")
+    p.add_argument("--max-batch", type=int, metavar="N", help="at most N etas in one UNet batch; a longer "
+                   "sweep runs in chunks (default: all at once)")
     add_inversion_options(p, with_target=True)
     add_common_options(p)
     p.set_defaults(run=cmd_edit)
@@ -364,16 +437,21 @@ def one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+PACKAGE = Path(package_path[0]).absolute()  # as the interpreter names its modules' files: not resolved
+
+
 @contextmanager
 def reported_warnings(show_all: bool):
-    """A truncated prompt becomes one `ptiedit: warning:` line; other library warnings only with --debug."""
+    """Each distinct warning of ptiedit's own (e.g. a truncated prompt, fp16 on the CPU) becomes one
+    `ptiedit: warning:` line, written past an open progress display; other libraries' only with --debug."""
     shown = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = one_line(message)
-        if (show_all or issubclass(category, PromptTruncatedWarning)) and text not in shown:
+        ours = issubclass(category, PromptTruncatedWarning) or PACKAGE in Path(filename).absolute().parents
+        if (show_all or ours) and text not in shown:
             shown.add(text)
-            print(f"ptiedit: warning: {text}", file=sys.stderr)
+            tqdm.write(f"ptiedit: warning: {text}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -5,6 +5,11 @@ the expensive part) runs once per image and settings and is kept in the session'
 from z*_T on c~_t = eta c_target + (1 - eta) c_t) reruns whenever only the target prompt or eta change.
 The inversion is made with an empty init prompt, which makes it reusable for any target prompt.
 Everything goes through the library API (`invert`, `edit`); nothing here reimplements the algorithm.
+
+Device, dtype and the memory options are `ptiedit ui` flags, shown read-only in the page: changing any of them
+means loading the model again, which one shared server cannot do per request (other sessions' inversions would
+stop matching, and a reload of Stable Diffusion takes longer than an edit); whoever starts the server knows the
+hardware. The shapes-world examples and the pixel-art rendering appear only for the embedded model.
 """
 from __future__ import annotations
 
@@ -23,11 +28,11 @@ from PIL import Image
 MAX_UPLOAD_SIZE = "20mb"  # gradio refuses larger uploads before they reach the app
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
 MAX_PROMPT_CHARS = 1000
-MAX_SWEEP = 8  # etas sampled together in one batch
+MAX_SWEEP = 8  # etas in one sweep (sampled in one batch unless --max-batch splits it)
 STEPS_RANGE, INNER_STEPS_RANGE, GUIDANCE_RANGE = (2, 200), (0, 50), (1.0, 20.0)
 DEFAULTS = {"eta": 0.8, "sweep": "0.6, 0.8, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0}
 EDIT_FILE, INVERSION_FILE = "ptiedit-edit.png", "ptiedit-inversion.safetensors"
-# Shapes-world images are 64 px: scale them up to the frame with crisp pixels.
+# Shapes-world images are 64 px: the embedded model's views get class "pixelated", scaled up with crisp pixels.
 CSS = """.pixelated img { image-rendering: pixelated; }
 #input-image img, #reconstruction img, #result img { width: 100%; height: 100%; object-fit: contain; }
 #reconstruction img, #result img { box-sizing: border-box; padding: 36px 8px 8px; }"""
@@ -40,26 +45,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
-    parser.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"),
-                        help="weights dtype (default: fp32 on the CPU, fp16 on a GPU)")
+    from .cli import add_device_options
+
+    add_device_options(parser)  # --device, --dtype and the memory options, as for the other commands
+    parser.add_argument("--max-batch", type=int, default=None, metavar="N", help="at most N etas in one UNet "
+                        "batch (an edit samples up to 10: the eta, the sweep and the reconstruction)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve the app until interrupted. Bad options raise ValueError (one line)."""
     if args.port is not None and not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_batch is not None and args.max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {args.max_batch}")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the web app needs gradio: pip install 'ptiedit[ui]'") from None
-    from .cli import open_model  # the CLI's device checks and model naming, so downloaded inversions match it
+    from .cli import MEMORY_OPTIONS, open_model  # the CLI's device checks and model naming
 
     pipe = open_model(args)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"ptiedit ui: listening on {args.host}: anyone who can reach it can use this machine's compute")
-    serve(pipe, host=args.host, port=args.port, share=args.share, block=True)
+    memory = {name: getattr(args, name) for name in MEMORY_OPTIONS}
+    serve(pipe, host=args.host, port=args.port, share=args.share, block=True, memory=memory,
+          max_batch=args.max_batch)
     return 0
+
+
+def is_embedded(pipe) -> bool:
+    """Whether pipe is the embedded shapes-world model (loaded by default or named by its folder)."""
+    from ..models.loading import EMBEDDED_MODEL, EMBEDDED_NAME
+
+    name = getattr(pipe, "ptiedit_model_name", None)
+    return name == EMBEDDED_NAME or (name is not None and Path(name) == EMBEDDED_MODEL.resolve())
+
+
+def runtime_text(pipe, memory: dict, max_batch: int | None) -> str:
+    """One line saying where and how the model runs, and which flags change it."""
+    dtype = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(pipe.unet.dtype),
+                                                                                           str(pipe.unet.dtype))
+    options = ", ".join(f"{name.replace('_', ' ')} {'on' if on else 'off'}" for name, on in memory.items())
+    batch = f"at most {max_batch} etas per UNet batch" if max_batch else "all etas in one UNet batch"
+    return (f"Running on **{pipe.device}** in **{dtype}**; {options}; {batch}. Set when the server starts "
+            "(`ptiedit ui --device --dtype --gradient-checkpointing --vae-slicing --vae-tiling --cpu-offload "
+            "--max-batch`): changing them loads the model again.")
 
 
 @dataclass
@@ -152,19 +182,25 @@ def render_examples(folder: Path, count: int = 4) -> list[list[str]]:
     return examples
 
 
-def build_app(pipe, workdir: Path):
-    """The Blocks app; one pipeline shared by all sessions, one inversion per session."""
+def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | None = None):
+    """The Blocks app; one pipeline shared by all sessions, one inversion per session. memory: the memory options
+    the pipeline was loaded with (shown in the page); max_batch: passed to edit()."""
     import gradio as gr
     import torch
+    from tqdm.auto import tqdm
 
     from .. import edit, invert
-    from ..images import pixels_sha256
     from ..models.family import PromptTruncatedWarning, model_family
+    from ..images import pixels_sha256
     from ..models.fingerprint import pipeline_fingerprint
     from ..outputs import result_settings, write_inversion, write_png
+    from .cli import MEMORY_OPTIONS
 
-    family = model_family(pipe)
+    size = model_family(pipe).default_size
     model_name = getattr(pipe, "ptiedit_model_name", "unknown model")
+    embedded = is_embedded(pipe)
+    pixelated = "pixelated" if embedded else None
+    memory = memory or dict.fromkeys(MEMORY_OPTIONS, False)
 
     def refuse(error: ValueError):
         """Bad input: a message in the page, no traceback in the server log."""
@@ -180,11 +216,11 @@ def build_app(pipe, workdir: Path):
         return gr.skip()
 
     def run_edit(upload, prompt, eta, sweep, steps, guidance, inner_steps, seed, random_seed, session,
-                 progress=gr.Progress(track_tqdm=True)):
+                 progress=gr.Progress(track_tqdm=True)):  # declaring it makes gradio show the tqdm bar
         try:
             settings = check_request(prompt, eta, steps, guidance, inner_steps, seed)
             sweep_etas = parse_etas(sweep if isinstance(sweep, str) else "")
-            image = family.fit(open_upload(upload))
+            image = open_upload(upload)  # invert() fits it to the model, keeping its aspect ratio
         except ValueError as error:
             raise refuse(error) from None
         session = session or Session(Path(tempfile.mkdtemp(prefix="session-", dir=workdir)))
@@ -196,24 +232,27 @@ def build_app(pipe, workdir: Path):
                        "tuning steps), then editing…" if fresh else
                        "**Editing only**: reusing this session's inversion (only the prompt or eta changed)…"}
         start = time.perf_counter()
+        # One display for both stages: invert and edit add their steps to it and name the stage running;
+        # gr.Progress(track_tqdm=True) shows it in the page.
+        bar = tqdm(total=0, unit="step")
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with bar, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", PromptTruncatedWarning)
                 if fresh:
                     session.key = None  # set again once the edit succeeds: a failure must not reuse a stale key
                     if random_seed:
                         settings["seed"] = random.SystemRandom().randrange(2**31)
                     torch.manual_seed(settings["seed"])  # PTI is deterministic; seeded and recorded all the same
-                    progress(0, desc="inverting")
                     session.inversion = invert(pipe, image, method="pti", steps=settings["steps"],
-                                               guidance=settings["guidance"], inner_steps=settings["inner_steps"])
+                                               guidance=settings["guidance"], inner_steps=settings["inner_steps"],
+                                               progress=bar)
                     session.inversion.settings["seed"] = settings["seed"]  # recorded, as the CLI does
                     session.inversions += 1
                     write_inversion(session.inversion, session.folder / INVERSION_FILE)
                 # One batch: the main eta, the sweep, and eta = 0 (the reconstruction) after a new inversion.
                 etas = list(dict.fromkeys([settings["eta"]] + sweep_etas + ([0.0] if fresh else [])))
-                progress(0, desc="editing")
-                images = dict(zip(etas, edit(pipe, session.inversion, settings["prompt"], etas)))
+                images = dict(zip(etas, edit(pipe, session.inversion, settings["prompt"], etas, progress=bar,
+                                             max_batch=max_batch)))
         except ValueError as error:
             yield {status: f"Failed: {error}"}
             raise refuse(error) from None
@@ -235,16 +274,17 @@ def build_app(pipe, workdir: Path):
 
     with gr.Blocks(title="ptiedit: Prompt Tuning Inversion editor", analytics_enabled=False) as demo:
         gr.Markdown(f"## ptiedit: text-driven editing with Prompt Tuning Inversion\nModel: **{model_name}** "
-                    f"({family.default_size}x{family.default_size} px). The image is inverted once per session and settings; changing only "
-                    "the prompt or eta edits again without inverting.")
+                    f"(up to {size}x{size} px; other shapes keep their aspect ratio at about that many pixels). "
+                    "The image is inverted once per session and settings; changing only the prompt or eta edits "
+                    "again without inverting.")
         state = gr.State(None, delete_callback=lambda session: session.close() if session else None)
         with gr.Row():
             source = gr.Image(label="input image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                              elem_id="input-image", elem_classes="pixelated", height=320)
+                              elem_id="input-image", elem_classes=pixelated, height=320)
             reconstruction = gr.Image(label="reconstruction (eta = 0)", interactive=False, format="png",
-                                      elem_id="reconstruction", elem_classes="pixelated", height=320)
+                                      elem_id="reconstruction", elem_classes=pixelated, height=320)
             result = gr.Image(label="edited", interactive=False, format="png", elem_id="result",
-                              elem_classes="pixelated", height=320)
+                              elem_classes=pixelated, height=320)
         with gr.Row():
             prompt = gr.Textbox(label="target prompt", placeholder="describe the edited image, e.g. a green circle "
                                 "in the center on a white background", max_length=MAX_PROMPT_CHARS, scale=4,
@@ -266,16 +306,18 @@ def build_app(pipe, workdir: Path):
                 seed_box = gr.Number(DEFAULTS["seed"], precision=0, label="seed (recorded in the PNG; PTI and DDIM "
                                      "are deterministic, so it matters only for stochastic models)", elem_id="seed")
                 random_seed = gr.Checkbox(False, label="random seed", elem_id="random-seed")
+            gr.Markdown(runtime_text(pipe, memory, max_batch), elem_id="runtime")
         status = gr.Markdown("Upload an image or pick an example, type a target prompt and press Edit.",
                              elem_id="status")
         counter = gr.Markdown("inversions this session: 0", elem_id="inversion-count")
         gallery = gr.Gallery(label="eta sweep", columns=6, fit_columns=False, height=250, format="png",
-                             elem_id="sweep-gallery", elem_classes="pixelated")
+                             elem_id="sweep-gallery", elem_classes=pixelated)
         with gr.Row():
             png_file = gr.File(label="edited PNG (settings in its metadata)", interactive=False, elem_id="download-png")
             inversion_file = gr.File(label="inversion (.safetensors, for ptiedit edit)", interactive=False,
                                      elem_id="download-inversion")
-        gr.Examples(render_examples(workdir), inputs=[source, prompt], label="shapes-world examples")
+        if embedded:  # shapes-world scenes mean nothing to other models
+            gr.Examples(render_examples(workdir), inputs=[source, prompt], label="shapes-world examples")
 
         # preprocess=False: the handlers get the upload's cached path and open it themselves (open_upload), so a
         # bad file gets this app's one-line message rather than gradio's own decoding error.
@@ -290,15 +332,17 @@ def build_app(pipe, workdir: Path):
     return demo
 
 
-def serve(pipe, host: str = "127.0.0.1", port: int | None = None, share: bool = False, block: bool = True):
+def serve(pipe, host: str = "127.0.0.1", port: int | None = None, share: bool = False, block: bool = True,
+          memory: dict | None = None, max_batch: int | None = None):
     """Build and launch the app, running one job at a time (one model, one device); returns (demo, url).
 
-    block=True serves until interrupted; block=False returns at once, and demo.close() stops the server."""
+    block=True serves until interrupted; block=False returns at once, and demo.close() stops the server.
+    memory and max_batch: as build_app takes them."""
     import gradio as gr
 
     workdir = Path(tempfile.mkdtemp(prefix="ptiedit-ui-"))
     atexit.register(shutil.rmtree, workdir, True)
-    demo = build_app(pipe, workdir)
+    demo = build_app(pipe, workdir, memory, max_batch)
     demo.queue(default_concurrency_limit=1, max_size=32)
     # System fonts: the default theme fetches web fonts, which offline machines cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
