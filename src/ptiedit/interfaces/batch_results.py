@@ -45,7 +45,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Atomically; a file that already holds these records is left untouched (a rerun with nothing to do
+    rewrites nothing)."""
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
 
