@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from ..editing.edit import DEFAULT_ETA, edit
@@ -135,13 +136,12 @@ def make_batches(jobs: list[Job], size: int) -> list[list[Job]]:
     return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def start_processes(device: str):
+def start_processes(device: str) -> PartialState:
     """accelerate's view of the launch: one process, or one of N under torchrun / accelerate launch."""
-    from accelerate import PartialState
-
     # On the CPU, cpu=True is what makes PartialState join torchrun's process group (gloo) instead of
     # treating every process as a lone one that would then run every row.
-    return PartialState(cpu=torch.device(device).type == "cpu", timeout=BARRIER_TIMEOUT)
+    cpu = device.split(":")[0] == "cpu"
+    return PartialState(cpu=cpu, timeout=BARRIER_TIMEOUT)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -165,37 +165,49 @@ def check_inputs_kept(jobs: list[Job], manifest: Path, out: Path, save_inversion
 
 
 def run(args: argparse.Namespace) -> int:
-    state = None
+    state = start_processes(args.device)
     try:
-        check_arguments(args)
-        state = start_processes(args.device)
-        return run_processes(state, args)
-    except ValueError:
-        if state is not None and not state.is_main_process:
-            raise SystemExit(2) from None  # every process meets the same error: the main one reports it
-        raise
+        try:
+            plan = plan_run(args)
+        except ValueError:
+            if not state.is_main_process:
+                raise SystemExit(2) from None  # every process finds the same mistake: the main one reports it
+            raise
+        return run_plan(state, plan, args)
     finally:
-        if state is not None and state.use_distributed:
+        if state.use_distributed:
             state.destroy_process_group()
 
 
-def run_processes(state, args: argparse.Namespace) -> int:
-    # 1. Read and check the manifest and DIR, and find what earlier runs finished, before the model loads.
+@dataclass
+class Plan:
+    jobs: list[Job]  # every manifest row
+    keys: dict[int, str]  # row -> Job.key
+    todo: list[Job]  # rows not finished by an earlier run
+
+
+def plan_run(args: argparse.Namespace) -> Plan:
+    """Check the command line, manifest and DIR, and find what earlier runs finished; reads only."""
+    check_arguments(args)
     manifest, out = Path(args.manifest), Path(args.out)
-    defaults = {"steps": DEFAULTS["steps"], "guidance": DEFAULTS["guidance"], "inner_steps": DEFAULTS["inner_steps"],
-                "early_stop": args.early_stop, "init_prompt": args.init_prompt, "seed": args.seed}
+    defaults = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
+    defaults.update(early_stop=args.early_stop, init_prompt=args.init_prompt, seed=args.seed)
     etas = parse_etas(args.eta or [str(DEFAULT_ETA)], args.allow_extrapolation)
-    defaults.update({name: getattr(args, name) for name in ("steps", "guidance", "inner_steps")
-                     if getattr(args, name) is not None})
     jobs = plan_jobs(manifest, read_manifest(manifest), defaults, etas,
                      allow_extrapolation=args.allow_extrapolation, init_from_target=args.init_from_target)
     check_out(out, args.force)
     check_inputs_kept(jobs, manifest, out, args.save_inversions)
-    keys = {job.row: job.key(args.model or "embedded", args.dtype) for job in jobs}
+    model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model
+    keys = {job.row: job.key(model or "embedded", args.dtype) for job in jobs}
     previous = latest(read_all(out), jobs, keys) if out.is_dir() else {}
     todo = [job for job in jobs if not is_done(previous.get(job.row), out, planned_outputs(job, args.save_inversions))]
-    state.wait_for_everyone()  # all processes have read DIR before any writes to it
-    # 2. Split the batches of valid rows between the processes; the main one records the invalid rows.
+    return Plan(jobs, keys, todo)
+
+
+def run_plan(state: PartialState, plan: Plan, args: argparse.Namespace) -> int:
+    jobs, keys, todo, out = plan.jobs, plan.keys, plan.todo, Path(args.out)
+    state.wait_for_everyone()  # every process has read DIR before any writes to it
+    # 1. Split the batches of valid rows between the processes; the main one records the invalid rows.
     out.mkdir(parents=True, exist_ok=True)
     shard = Shard(out, state.process_index)
     failed = [job for job in todo if job.error]
@@ -207,7 +219,7 @@ def run_processes(state, args: argparse.Namespace) -> int:
     if state.is_main_process and not args.quiet:
         print(f"ptiedit batch: {len(jobs)} rows, {len(jobs) - len(todo)} already done, {len(todo)} to run"
               + (f" on {state.num_processes} processes" if state.num_processes > 1 else ""), file=sys.stderr)
-    # 3. Each process loads the model on its device and works through its batches.
+    # 2. Each process loads the model on its device when it first needs it and works through its batches.
     if batches:
         device = state.device if state.num_processes > 1 and state.device.type != "cpu" else args.device
         model = functools.cache(lambda: load_pipeline(args.model, device=str(device), dtype=args.dtype))
@@ -217,7 +229,7 @@ def run_processes(state, args: argparse.Namespace) -> int:
             for batch in batches:
                 shard.add(run_batch(model, batch, keys, out, args))
                 bar.update(len(batch))
-    # 4. After every process is done, the main one merges the shards; every process exits with the same status.
+    # 3. When every process is done, the main one merges the shards; every process exits with the same status.
     state.wait_for_everyone()
     if state.is_main_process:
         merge(out, jobs, keys)
