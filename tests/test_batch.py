@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ptiedit import invert
 from ptiedit.interfaces import batch, cli
 from ptiedit.inversion.result import Inversion
 from ptiedit.outputs import read_png_settings
@@ -128,12 +129,17 @@ def test_bad_rows_are_recorded_the_others_run_and_a_rerun_retries_only_them(caps
     assert snapshot(images / "ok") == before
 
 
-def test_outputs_match_ptiedit_edit(capsys, images, model):
+def test_outputs_match_ptiedit_edit_and_rows_of_one_image_share_its_inversion(capsys, images, model, monkeypatch):
     """The same image, target and settings give `ptiedit edit`'s PNG: pixels and metadata."""
-    manifest = write_jsonl(images, [{"image": "img0.png", "target": "a green circle", "eta": [0.6, 0.8]}])
+    manifest = write_jsonl(images, [{"image": "img0.png", "target": "a green circle", "eta": [0.6, 0.8]},
+                                    {"image": "img0.png", "target": "a red square", "id": "square"}])
+    inverted = []
+    monkeypatch.setattr(batch, "invert", lambda *a, **k: inverted.append(1) or invert(*a, **k))
     code, _, err = run(capsys, "batch", manifest, "--out", images / "out", "--model", model, *FAST, "--quiet",
                        "--save-inversions")
     assert code == 0, err
+    assert len(inverted) == 1
+    assert read_png_settings(images / "out" / "square.png")["prompt"] == "a red square"
     code, _, err = run(capsys, "edit", images / "img0.png", "--target", "a green circle", "--eta", "0.6,0.8",
                        "-o", images / "edit.png", "--model", model, *FAST, "--quiet")
     assert code == 0, err

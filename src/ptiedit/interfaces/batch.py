@@ -68,15 +68,21 @@ class Edited:
     images: dict
 
 
-def process_group(pipe, jobs: list[Job], images: list, allow_extrapolation: bool) -> list[Edited]:
-    """PTI stage 1 for the images of rows sharing one settings group, then stage 2 for each row and eta."""
+def process_group(pipe, jobs: list[Job], images: dict, allow_extrapolation: bool) -> list[Edited]:
+    """PTI stage 1 for the images of rows sharing one settings group, then stage 2 for each row and eta.
+
+    images: path -> image. Rows of one image share its inversion: with the same settings it is the same
+    computation, and PTI's c_T does not depend on the target unless init_prompt is the target (--init-from-target,
+    which puts such rows in different settings groups)."""
     settings = jobs[0].settings
     options = {name: settings[name] for name in ("inner_steps", "early_stop") if settings[name] is not None}
     torch.manual_seed(settings["seed"])  # PTI is deterministic; the seed is set and recorded as `edit` does
-    inversions = [invert(pipe, image, method="pti", prompt=settings["init_prompt"] or "", steps=settings["steps"],
-                         guidance=settings["guidance"], progress=False, **options) for image in images]
+    inversions = {path: invert(pipe, image, method="pti", prompt=settings["init_prompt"] or "",
+                               steps=settings["steps"], guidance=settings["guidance"], progress=False, **options)
+                  for path, image in images.items()}
     results = []
-    for job, inversion in zip(jobs, inversions):
+    for job in jobs:
+        inversion = inversions[job.path]
         inversion.settings["seed"] = settings["seed"]
         edited = edit(pipe, inversion, job.target, job.etas, progress=False, allow_extrapolation=allow_extrapolation)
         results.append(Edited(inversion, dict(zip(job.etas, edited))))
@@ -98,21 +104,22 @@ def record(job: Job, key: str, error: str | None = None, outputs=(), inversion=N
 def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Namespace) -> list[dict]:
     """Load, invert, edit and write one batch of rows; a row whose image cannot be read fails alone.
     model(): the pipeline, loaded on first use (a rerun that only retries unreadable images never loads it)."""
-    start, records, loaded = time.perf_counter(), {}, []
+    start, records, images = time.perf_counter(), {}, {}
     for job in jobs:
         try:
-            loaded.append((job, load_image(job.path)))
+            if job.path not in images:
+                images[job.path] = load_image(job.path)
         except ValueError as error:
             records[job.row] = record(job, keys[job.row], one_line(error))
+    loaded = [job for job in jobs if job.path in images]
     if loaded:
         try:
-            edited = process_group(model(), [job for job, _ in loaded], [image for _, image in loaded],
-                                   args.allow_extrapolation)
+            edited = process_group(model(), loaded, images, args.allow_extrapolation)
         except Exception as error:  # noqa: BLE001 - out of memory, NaNs, ...: these rows fail, the run goes on
             message = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
             edited = [message] * len(loaded)
         seconds = (time.perf_counter() - start) / len(jobs)
-        for (job, _), result in zip(loaded, edited):
+        for job, result in zip(loaded, edited):
             if isinstance(result, str):
                 records[job.row] = record(job, keys[job.row], result, seconds=seconds)
                 continue
@@ -129,11 +136,16 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
 
 
 def make_batches(jobs: list[Job], size: int) -> list[list[Job]]:
-    """Rows grouped by settings (first appearance order), each group cut into batches of at most `size`."""
+    """Rows grouped by settings and, within a group, by image (first appearance order); each group is cut into
+    batches of at most `size` distinct images, the rows of one image staying together."""
     groups = {}
     for job in jobs:
-        groups.setdefault(job.group, []).append(job)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+        groups.setdefault(job.group, {}).setdefault(job.path, []).append(job)
+    batches = []
+    for by_image in groups.values():
+        rows = list(by_image.values())
+        batches += [[job for image_rows in rows[i:i + size] for job in image_rows] for i in range(0, len(rows), size)]
+    return batches
 
 
 def start_processes(device: str) -> PartialState:

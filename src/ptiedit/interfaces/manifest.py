@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import re
@@ -85,7 +86,7 @@ def read_manifest(path: Path) -> list[dict]:
 
 
 def read_csv(path: Path, text: str) -> list[dict]:
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # newline="": quoted cells may hold line breaks
     header = reader.fieldnames or []
     for column in header:
         if column not in COLUMNS:
