@@ -172,6 +172,8 @@ def test_a_bad_manifest_is_refused_before_any_work(capsys, images, model, name, 
 
 
 def test_bad_command_lines_and_folders_exit_2(capsys, images, model):
+    code, out, _ = run(capsys, "batch", "--help")
+    assert code == 0 and "--batch-size" in out and "manifest columns: image, target, eta, id" in " ".join(out.split())
     manifest = write_csv(images, "image,target\nimg0.png,a star\n")
     code, _, err = run(capsys, "batch", manifest, "--out", images / "o", "--batch-size", "0")
     assert code == 2 and "--batch-size must be at least 1" in err
