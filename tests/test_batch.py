@@ -110,7 +110,7 @@ def test_bad_rows_are_recorded_the_others_run_and_a_rerun_retries_only_them(caps
     before, first = snapshot(out), rows
     inverted = []
     monkeypatch.setattr(batch, "invert", lambda *a, **k: inverted.append(1) or pytest.fail("inverted again"))
-    monkeypatch.setattr(batch, "load_pipeline", lambda *a, **k: pytest.fail("model loaded for unreadable images"))
+    monkeypatch.setattr(batch, "open_model", lambda *a, **k: pytest.fail("model loaded for unreadable images"))
     code, _, _ = run(capsys, "batch", manifest, "--out", out, "--model", model, *FAST, "--quiet")
     assert code == 1 and inverted == []
     again = results(out)
@@ -124,7 +124,7 @@ def test_bad_rows_are_recorded_the_others_run_and_a_rerun_retries_only_them(caps
     manifest = write_csv(images, "".join(BAD_ROWS.splitlines(keepends=True)[:3]), "ok.csv")
     assert run(capsys, "batch", manifest, "--out", images / "ok", "--model", model, *FAST, "--quiet")[0] == 0
     before = snapshot(images / "ok")
-    monkeypatch.setattr(batch, "load_pipeline", lambda *a, **k: pytest.fail("model loaded with nothing to do"))
+    monkeypatch.setattr(batch, "open_model", lambda *a, **k: pytest.fail("model loaded with nothing to do"))
     assert run(capsys, "batch", manifest, "--out", images / "ok", "--model", model, *FAST, "--quiet")[0] == 0
     assert snapshot(images / "ok") == before
 

@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from ..editing.edit import DEFAULT_ETA, edit
 from ..images import load_image
 from ..inversion.invert import invert
-from ..models.loading import load_pipeline
 from ..outputs import result_settings, write_inversion, write_png
 from .batch_results import RESULTS, Shard, check_out, is_done, latest, merge, read_all
 from .cli import DEFAULTS, add_common_options, add_inversion_options, check_device, check_ranges, eta_files, \
-    one_line, parse_etas
+    one_line, open_model, parse_etas
 from .manifest import COLUMNS, ROW_SETTINGS, Job, plan_jobs, read_manifest
 
 DEFAULT_BATCH_SIZE = 8
@@ -150,10 +149,10 @@ def make_batches(jobs: list[Job], size: int) -> list[list[Job]]:
 
 def start_processes(device: str) -> PartialState:
     """accelerate's view of the launch: one process, or one of N under torchrun / accelerate launch."""
-    # On the CPU, cpu=True is what makes PartialState join torchrun's process group (gloo) instead of
+    # Without CUDA, cpu=True is what makes PartialState join torchrun's process group (gloo) instead of
     # treating every process as a lone one that would then run every row.
-    cpu = device.split(":")[0] == "cpu"
-    return PartialState(cpu=cpu, timeout=BARRIER_TIMEOUT)
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return PartialState(cpu=not cuda, timeout=BARRIER_TIMEOUT)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -233,8 +232,9 @@ def run_plan(state: PartialState, plan: Plan, args: argparse.Namespace) -> int:
               + (f" on {state.num_processes} processes" if state.num_processes > 1 else ""), file=sys.stderr)
     # 2. Each process loads the model on its device when it first needs it and works through its batches.
     if batches:
-        device = state.device if state.num_processes > 1 and state.device.type != "cpu" else args.device
-        model = functools.cache(lambda: load_pipeline(args.model, device=str(device), dtype=args.dtype))
+        if state.num_processes > 1 and state.device.type != "cpu":
+            args.device = str(state.device)  # the GPU of this process's local rank
+        model = functools.cache(lambda: open_model(args))
         desc = "batch" if state.num_processes == 1 else f"batch, process 0 of {state.num_processes}"
         with tqdm(total=sum(map(len, batches)), unit="image", desc=desc, dynamic_ncols=True,
                   disable=args.quiet or not state.is_main_process) as bar:
