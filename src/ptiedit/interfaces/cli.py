@@ -51,6 +51,7 @@ images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 1
 DELEGATED = {
     "bench": ("ptiedit.evaluation.bench", "eval", "benchmark inversion and editing methods"),
     "ui": ("ptiedit.interfaces.ui", "ui", "start the web app"),
+    "batch": ("ptiedit.interfaces.batch", None, "edit every row of a CSV/JSONL manifest, on one or more processes"),
     "toyworld train": ("ptiedit.toyworld.train", None, "train the embedded shapes-world model"),
 }
 
