@@ -153,6 +153,23 @@ def test_outputs_match_ptiedit_edit_and_rows_of_one_image_share_its_inversion(ca
     assert Inversion.load(images / "out" / "row00000.safetensors").settings["steps"] == 2
 
 
+def test_rows_are_inverted_in_batches_of_distinct_sources(capsys, images, model, monkeypatch):
+    """--init-from-target: each row's inversion starts from its own target, and they still share UNet batches."""
+    rows = [{"image": f"img{i % 2}.png", "target": f"a star {i % 3}"} for i in range(5)]
+    calls = []
+
+    def counting(pipe, images, **options):
+        calls.append(options["prompt"])
+        return invert(pipe, images, **options)
+
+    monkeypatch.setattr(batch, "invert", counting)
+    code, _, err = run(capsys, "batch", write_jsonl(images, rows), "--out", images / "out", "--model", model, *FAST,
+                       "--quiet", "--init-from-target", "--batch-size", "4")
+    assert code == 0, err
+    # sources (image, init prompt): (0, star 0), (1, star 1), (0, star 2), (1, star 0), (0, star 1)
+    assert calls == [["a star 0", "a star 1", "a star 2", "a star 0"], ["a star 1"]]
+
+
 @pytest.mark.parametrize("name, text, phrases", [
     ("m.csv", "image,target,colour\nimg0.png,a star,red\n", ["header", "unknown column 'colour'"]),
     ("m.jsonl", '{"image": "img0.png", "target": "a star"}\n{"image": "img1.png", "target": "x", "strength": 1}\n',

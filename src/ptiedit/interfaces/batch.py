@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_ETA})")
     parser.add_argument("--allow-extrapolation", action="store_true", help="allow eta above 1")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"images inverted together (default {DEFAULT_BATCH_SIZE})")
+                        help=f"images per UNet batch, in inversion and in editing (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--save-inversions", action="store_true", help="also write DIR/NAME.safetensors per row")
     add_inversion_options(parser, with_target=True)
     parser.add_argument("--early-stop", type=float, metavar="LOSS",
@@ -67,25 +67,36 @@ class Edited:
     images: dict
 
 
-def process_group(pipe, jobs: list[Job], images: dict, allow_extrapolation: bool) -> list[Edited]:
-    """PTI stage 1 for the images of rows sharing one settings group, then stage 2 for each row and eta.
+def process_group(pipe, jobs: list[Job], images: dict, allow_extrapolation: bool,
+                  max_batch: int | None = None) -> list[Edited]:
+    """PTI stage 1 for the rows of one settings group, then stage 2 for each row and eta, in UNet batches.
 
-    images: path -> image. Rows of one image share its inversion: with the same settings it is the same
-    computation, and PTI's c_T does not depend on the target unless init_prompt is the target (--init-from-target,
-    which puts such rows in different settings groups)."""
+    images: path -> image. One inversion per distinct (image, init prompt) serves all its rows: PTI's c_T does
+    not depend on the target unless it starts from it (--init-from-target). The core inverts the list as
+    batches of one image size, and samples every (row, eta) of rows sharing their etas in batches of up to
+    max_batch; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs.
+    """
     settings = jobs[0].settings
     options = {name: settings[name] for name in ("inner_steps", "early_stop") if settings[name] is not None}
+    sources = list(dict.fromkeys(job.source for job in jobs))
     torch.manual_seed(settings["seed"])  # PTI is deterministic; the seed is set and recorded as `edit` does
-    inversions = {path: invert(pipe, image, method="pti", prompt=settings["init_prompt"] or "",
-                               steps=settings["steps"], guidance=settings["guidance"], progress=False, **options)
-                  for path, image in images.items()}
-    results = []
-    for job in jobs:
-        inversion = inversions[job.path]
+    inverted = invert(pipe, [images[path] for path, _ in sources], method="pti",
+                      prompt=[prompt for _, prompt in sources], steps=settings["steps"],
+                      guidance=settings["guidance"], progress=False, max_batch=max_batch, **options)
+    inversions = dict(zip(sources, inverted))
+    for inversion in inverted:
         inversion.settings["seed"] = settings["seed"]
-        edited = edit(pipe, inversion, job.target, job.etas, progress=False, allow_extrapolation=allow_extrapolation)
-        results.append(Edited(inversion, dict(zip(job.etas, edited))))
-    return results
+    by_etas = {}
+    for job in jobs:
+        by_etas.setdefault(tuple(job.etas), []).append(job)
+    results = {}
+    for etas, rows in by_etas.items():
+        chosen = [inversions[job.source] for job in rows]
+        edited = edit(pipe, chosen, [job.target for job in rows], list(etas), progress=False,
+                      allow_extrapolation=allow_extrapolation, max_batch=max_batch)
+        for job, inversion, pictures in zip(rows, chosen, edited):
+            results[job.row] = Edited(inversion, dict(zip(etas, pictures)))
+    return [results[job.row] for job in jobs]
 
 
 def planned_outputs(job: Job, save_inversions: bool) -> list[str]:
@@ -113,7 +124,7 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
     loaded = [job for job in jobs if job.path in images]
     if loaded:
         try:
-            edited = process_group(model(), loaded, images, args.allow_extrapolation)
+            edited = process_group(model(), loaded, images, args.allow_extrapolation, args.batch_size)
         except Exception as error:  # noqa: BLE001 - out of memory, NaNs, ...: these rows fail, the run goes on
             message = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
             edited = [message] * len(loaded)
@@ -135,11 +146,11 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
 
 
 def make_batches(jobs: list[Job], size: int) -> list[list[Job]]:
-    """Rows grouped by settings and, within a group, by image (first appearance order); each group is cut into
-    batches of at most `size` distinct images, the rows of one image staying together."""
+    """Rows grouped by settings and, within a group, by inversion source (first appearance order); each group is
+    cut into batches of at most `size` inversions, the rows sharing one staying together."""
     groups = {}
     for job in jobs:
-        groups.setdefault(job.group, {}).setdefault(job.path, []).append(job)
+        groups.setdefault(job.group, {}).setdefault(job.source, []).append(job)
     batches = []
     for by_image in groups.values():
         rows = list(by_image.values())

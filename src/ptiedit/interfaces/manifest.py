@@ -51,8 +51,13 @@ class Job:
 
     @property
     def group(self) -> str:
-        """Rows with equal inversion settings are inverted together in one UNet batch."""
-        return json.dumps(self.settings, sort_keys=True)
+        """Rows with equal inversion settings (the init prompt aside: one per image) are inverted together."""
+        return json.dumps({k: v for k, v in self.settings.items() if k != "init_prompt"}, sort_keys=True)
+
+    @property
+    def source(self) -> tuple[Path, str]:
+        """What the row's inversion depends on beyond its group: rows with the same source share one."""
+        return self.path, self.settings["init_prompt"] or ""
 
     def key(self, model: str, dtype: str | None) -> str:
         """Identifies the work a finished row did; a rerun skips the row only while its key is unchanged."""
