@@ -36,8 +36,9 @@ def batch_key(inversion: Inversion) -> tuple:
 
 @torch.no_grad()
 def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PConfig | None = None,
-                 max_batch: int | None = None) -> torch.Tensor:
-    """Edited latents (len(jobs), C, h, w): every (inversion, target, eta) sampled in batches of up to max_batch."""
+                 max_batch: int | None = None) -> list[torch.Tensor]:
+    """Edited latents (1, C, h, w), one per job: every (inversion, target, eta) sampled in batches of up to
+    max_batch; jobs of different sizes or schedules go in different batches."""
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
@@ -56,8 +57,8 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PCo
                 picked = [(picked[0][0], picked[0][1], 0.0), *picked]
             latents = sample_chunk(pipe, picked, targets, device, p2p, progress)
             for j, z in zip(chunk, latents[len(latents) - len(chunk):]):
-                out[j] = z
-    return torch.stack(out)
+                out[j] = z[None]
+    return out
 
 
 def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, p2p: P2PConfig | None,
@@ -87,8 +88,8 @@ def edit_latents(pipe, inversion: Inversion, target_prompt: str, etas: Sequence[
                  max_batch: int | None = None) -> torch.Tensor:
     """Edited latents (len(etas), C, h, w) of one inversion; p2p adds Prompt-to-Prompt."""
     check_etas(etas, allow_extrapolation)
-    return sample_edits(pipe, [(inversion, target_prompt, eta) for eta in etas], progress=progress, p2p=p2p,
-                        max_batch=max_batch)
+    return torch.cat(sample_edits(pipe, [(inversion, target_prompt, eta) for eta in etas], progress=progress,
+                                  p2p=p2p, max_batch=max_batch))
 
 
 def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | Sequence[str],
@@ -113,7 +114,7 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
     latents = sample_edits(pipe, jobs, progress=progress, p2p=p2p, max_batch=max_batch)
     family = model_family(pipe)
-    images = [image for chunk in latents.split(max_batch or len(latents)) for image in family.decode_latents(chunk)]
+    images = [family.decode_latents(z)[0] for z in latents]  # one at a time: items may differ in size
     per_item = chunks(images, len(etas))
     if many:
         return per_item
