@@ -36,13 +36,16 @@ def model_view(path) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Two tiny epsilon models in two folders: the second stands for 'another model'."""
+    """Two tiny epsilon models in two folders, one weight tensor apart: the second stands for 'another model'."""
     folders = []
     for name in ("model-a", "model-b"):
         folder = tmp_path_factory.mktemp(name)
+        pipe = build_tiny_pipeline("epsilon")
+        if name == "model-b":  # same architecture, one changed weight tensor (same weights would be accepted)
+            pipe.unet.conv_out.bias.data += 1e-3
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            build_tiny_pipeline("epsilon").save_pretrained(folder, safe_serialization=True)
+            pipe.save_pretrained(folder, safe_serialization=True)
         folders.append(str(folder))
     return folders
 
@@ -221,9 +224,10 @@ def test_steps_range_comes_from_the_scheduler_config(capsys, tmp_path, image, mo
     config_path.write_text(json.dumps({**config, "num_train_timesteps": 100}))
     inv = tmp_path / "inv.safetensors"
     code, _, err = run(capsys, "invert", image, "-o", inv, "--model", short, "--steps", "101")
-    assert_one_error_line(code, err, "--steps must be between 1 and 100", "got 101")
+    # 100 training timesteps with steps_offset 1: 100 DDIM steps would need timestep 100, so 99 is the most
+    assert_one_error_line(code, err, "--steps must be between 1 and 99", "got 101")
     assert not inv.exists()
-    code, _, err = run(capsys, "invert", image, "-o", inv, "--model", short, "--steps", "100", "--inner-steps", "0",
+    code, _, err = run(capsys, "invert", image, "-o", inv, "--model", short, "--steps", "99", "--inner-steps", "0",
                        "--quiet")  # every training timestep: the upper end of the range works
     assert code == 0, err
 

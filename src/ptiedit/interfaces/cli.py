@@ -128,11 +128,11 @@ def check_device(name: str) -> None:
 
 
 def check_steps(pipe, args: argparse.Namespace) -> None:
-    """--steps within 1..num_train_timesteps of the model's scheduler config."""
+    """--steps within what the model's scheduler config allows (its timestep offset can cost one step)."""
     allowed = valid_steps(pipe)
     if args.steps is not None and args.steps not in allowed:
         raise ValueError(f"--steps must be between {allowed.start} and {allowed.stop - 1} for this model's "
-                         f"scheduler ({allowed.stop - 1} training timesteps), got {args.steps}")
+                         f"scheduler, got {args.steps}")
 
 
 def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
