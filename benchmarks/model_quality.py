@@ -18,12 +18,18 @@ import numpy as np
 import torch
 
 import ptiedit
-from ptiedit.diffusion.conditioning import decode_latents, encode_image
+from ptiedit.models.family import model_family
 from ptiedit.toyworld.captions import caption
 from ptiedit.toyworld.reader import matches_caption, parse_caption, read_scene
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import random_scene
 
+
+
+def round_trip(pipe, image):
+    """The image through the model's VAE and back."""
+    family = model_family(pipe)
+    return family.decode_latents(family.encode_images([image]))[0]
 
 def psnr(a, b) -> float:
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
@@ -35,7 +41,7 @@ def vae_psnr(pipe, n: int, seed: int) -> float:
     scores = []
     for _ in range(n):
         image = render(random_scene(rng, held_out=None))
-        scores.append(psnr(image, decode_latents(pipe, encode_image(pipe, image))[0]))
+        scores.append(psnr(image, round_trip(pipe, image)))
     return statistics.mean(scores)
 
 
@@ -81,7 +87,7 @@ def pti_reconstruction_psnr(pipe, n: int, seed: int) -> tuple[float, float]:
     for _ in range(n):
         scene = random_scene(rng, held_out=None)
         image = render(scene)
-        reference = decode_latents(pipe, encode_image(pipe, image))[0]
+        reference = round_trip(pipe, image)
         for method, prompt, scores in (("pti", "", pti), ("ddim", caption(scene), ddim)):
             inversion = ptiedit.invert(pipe, image, method=method, prompt=prompt, progress=False)
             scores.append(psnr(ptiedit.reconstruct(pipe, inversion, progress=False), reference))

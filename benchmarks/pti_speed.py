@@ -11,7 +11,7 @@ import time
 import torch
 
 import ptiedit
-from ptiedit.diffusion.conditioning import encode_prompt, resolution
+from ptiedit.models.family import model_family
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
 
@@ -30,7 +30,7 @@ def unet_costs(pipe):
     """Seconds per UNet forward without grad and per forward+backward w.r.t. the embedding, alone."""
     unet, size = pipe.unet, pipe.unet.config.sample_size
     z = torch.randn(1, unet.config.in_channels, size, size)
-    c = encode_prompt(pipe, "a red circle")
+    c = model_family(pipe).encode_prompt("a red circle").tokens
     t = torch.tensor(500)
 
     def forward():
@@ -53,7 +53,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = ptiedit.load_pipeline(args.model)
-    image = render(Scene("white", (Obj("circle", "red", "big", "center"),))).resize((resolution(pipe),) * 2)
+    image = render(Scene("white", (Obj("circle", "red", "big", "center"),))).resize((model_family(pipe).default_size,) * 2)
     t_fwd, t_fwd_bwd = unet_costs(pipe)
     print(f"UNet alone: forward {t_fwd * 1e3:.1f} ms, forward+backward w.r.t. embedding {t_fwd_bwd * 1e3:.1f} ms")
 
@@ -81,10 +81,9 @@ def main():
 
 
 def psnr_vs_round_trip(pipe, image, recon) -> float:
-    from ptiedit.diffusion.conditioning import decode_latents, encode_image
     import numpy as np
 
-    reference = np.asarray(decode_latents(pipe, encode_image(pipe, image))[0], dtype=np.float64)
+    reference = np.asarray(model_family(pipe).decode_latents(model_family(pipe).encode_images([image]))[0], dtype=np.float64)
     mse = np.mean((np.asarray(recon, dtype=np.float64) - reference) ** 2)
     return float(10 * np.log10(255 ** 2 / max(mse, 1e-10)))
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ptiedit import invert, load_pipeline
-from ptiedit.diffusion.conditioning import decode_latents, encode_image, resolution
+from ptiedit.models.family import model_family
 from ptiedit.editing.edit import edit_latents
 from ptiedit.evaluation.metrics import psnr
 from ptiedit.toyworld.render import render
@@ -43,7 +43,7 @@ def inversion_run(pipe, image, method: str, prompt: str, steps: int, guidance: f
     inversion = invert(pipe, image, method=method, prompt=prompt if method != "pti" else "", steps=steps,
                        guidance=guidance, progress=False, **options)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    reconstruction = decode_latents(pipe, edit_latents(pipe, inversion, "", [0.0], progress=False))[0]
+    reconstruction = model_family(pipe).decode_latents(edit_latents(pipe, inversion, "", [0.0], progress=False))[0]
     return {"wall": wall, "cpu": cpu, "calls": inversion.stats["unet_calls"], "psnr": psnr(reconstruction, reference)}
 
 
@@ -78,10 +78,10 @@ def main(argv=None) -> int:
         return 2
     from ptiedit.toyworld.captions import caption
 
-    size, rng = resolution(pipe), random.Random(args.seed)
+    size, rng = model_family(pipe).default_size, random.Random(args.seed)
     scenes = [random_scene(rng) for _ in range(args.n)]
     images = [(render(s, size), caption(s)) for s in scenes]
-    references = [decode_latents(pipe, encode_image(pipe, image))[0] for image, _ in images]
+    references = [model_family(pipe).decode_latents(model_family(pipe).encode_images([image]))[0] for image, _ in images]
     print(f"model {pipe.ptiedit_model_name}, {size} px; {args.n} renders, {args.steps} DDIM steps, guidance "
           f"{args.guidance}, {args.threads} threads")
     inversion_run(pipe, images[0][0], "pti", "", 2, args.guidance, 1, None, references[0])  # warm-up

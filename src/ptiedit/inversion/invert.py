@@ -63,12 +63,13 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     batches = [members[i:i + (max_batch or len(members))] for members in groups.values()
                for i in range(0, len(members), max_batch or len(members))]
     null = family.null_conditioning()
+    encoded = {p: family.encode_prompt(p) for p in dict.fromkeys(prompts)}  # each distinct prompt once
     fingerprint = pipeline_fingerprint(pipe)
     results: list[Inversion | None] = [None] * len(images)
     for batch in batches:
         # 2. Encode the images and their prompts.
         z0 = family.encode_images([fitted[i] for i in batch])
-        prompt = Conditioning.cat([family.encode_prompt(prompts[i]) for i in batch])
+        prompt = Conditioning.cat([encoded[prompts[i]] for i in batch])
         # 3. Run the method on the whole batch.
         calls = family.forward_calls
         result = METHODS[method](family, z0, schedule, prompt=prompt, null=null, guidance=guidance,
