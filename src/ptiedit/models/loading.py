@@ -70,7 +70,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
     """
     quiet_libraries()
     import diffusers
-    from diffusers import DDIMScheduler, DiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     if model is None:
         if not (EMBEDDED_MODEL / "model_index.json").exists():
@@ -94,9 +94,25 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
         raise ValueError(f"cannot load model {name!r}{offline_note()}: {first_line(error)}") from None
     except Exception as error:  # hub/IO/config errors come in many types; the user needs one line either way
         raise ValueError(f"cannot load model {name!r}{offline_note()}: {first_line(error)}") from None
+    pipe = prepare_pipeline(pipe, device, gradient_checkpointing=gradient_checkpointing,
+                            vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
+    pipe.ptiedit_model_name = name
+    if device == "cpu" and pipe.unet.num_parameters() > EMBEDDED_UNET_PARAMETERS:
+        warnings.warn(f"{name} has a {pipe.unet.num_parameters() / 1e6:.0f}M-parameter UNet: on the CPU an "
+                      f"inversion may take hours; use a GPU (--device cuda)", SlowDeviceWarning)
+    return pipe
+
+
+def prepare_pipeline(pipe, device: str = "auto", *, gradient_checkpointing: bool = False, vae_slicing: bool = False,
+                     vae_tiling: bool = False, cpu_offload: bool = False):
+    """Make a pipeline in its final dtype ready for ptiedit: DDIM scheduler, an fp32 VAE where force_upcast asks,
+    device or CPU offload, frozen weights, memory options. load_pipeline calls it; so do random-weight checks."""
+    from diffusers import DDIMScheduler
+
+    device = resolve_device(device)
     # DDIM needs only the schedule (betas, offset, prediction type), which every SD scheduler config carries.
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    if torch_dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+    if pipe.unet.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
         pipe.vae.to(torch.float32)  # this VAE overflows in fp16 (NaN or black images): keep it in fp32
     if cpu_offload:
         if device == "cpu":
@@ -114,10 +130,6 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
     if vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
-    pipe.ptiedit_model_name = name
-    if device == "cpu" and pipe.unet.num_parameters() > EMBEDDED_UNET_PARAMETERS:
-        warnings.warn(f"{name} has a {pipe.unet.num_parameters() / 1e6:.0f}M-parameter UNet: on the CPU an "
-                      f"inversion may take hours; use a GPU (--device cuda)", SlowDeviceWarning)
     return pipe
 
 
