@@ -184,16 +184,17 @@ class StableDiffusionXL(StableDiffusion):
         empty = self.encode_prompt("")
         return empty.map(torch.zeros_like) if self.pipe.config.force_zeros_for_empty_prompt else empty
 
-    def time_ids(self, z: torch.Tensor) -> torch.Tensor:
+    def time_ids(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """add_time_ids (B, 6) for the image the latent decodes to: original size = target size, crop (0, 0),
         as the pipeline sets them when it generates at that size."""
         size = (z.shape[-2] * self.pipe.vae_scale_factor, z.shape[-1] * self.pipe.vae_scale_factor)
+        # the pipeline checks the UNet's added-embedding width against time ids + pooled width
         ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=self.pipe.unet.dtype,
-                                          text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim)
+                                          text_encoder_projection_dim=pooled.shape[-1])
         return ids.to(z.device).expand(len(z), -1)
 
     def unet_inputs(self, z: torch.Tensor, cond: Conditioning) -> dict:
-        added = {"text_embeds": cond.pooled.to(self.pipe.unet.dtype), "time_ids": self.time_ids(z)}
+        added = {"text_embeds": cond.pooled.to(self.pipe.unet.dtype), "time_ids": self.time_ids(z, cond.pooled)}
         return {**super().unet_inputs(z, cond), "added_cond_kwargs": added}
 
 
