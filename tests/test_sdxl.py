@@ -219,6 +219,17 @@ def test_p2p_with_identical_prompts_reproduces_the_source(sdxl, image, method, m
     assert len(controlled) == STEPS * layers and sum(cross for _, cross in controlled) == STEPS * layers // 2
 
 
+def test_p2p_injects_self_attention_at_the_same_relative_coarseness_on_sdxl_latents():
+    """P2P's 16x16 layers of SD's 64x64 latent; SDXL at 1024 px (128x128 latents) has no layer below 32x32."""
+    def control(latent_side):
+        return AttentionReplace(P2PConfig(self_replace=1.0), torch.arange(77), torch.ones(77, dtype=torch.bool),
+                                steps=10, branches=2, latent_tokens=latent_side ** 2)
+
+    sd, sdxl = control(64), control(128)
+    assert [sd.active(False, side ** 2) for side in (8, 16, 32, 64)] == [True, True, False, False]
+    assert [sdxl.active(False, side ** 2) for side in (32, 64)] == [True, False]
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 
 def test_cli_bad_inputs_with_an_sdxl_folder(capsys, tmp_path, sdxl_dir):
@@ -265,3 +276,17 @@ def test_cli_refuses_an_sdxl_refiner_layout_in_one_line(capsys, tmp_path, sdxl_d
     code, _, err = run(capsys, "invert", write_image(tmp_path / "input.png"), "-o", tmp_path / "inv.safetensors",
                        "--model", refiner)
     assert_one_error_line(code, err, "unsupported pipeline 'StableDiffusionXLImg2ImgPipeline'")
+
+
+def test_batch_edits_with_an_sdxl_folder(capsys, tmp_path, sdxl_dir):
+    for i in range(2):
+        write_image(tmp_path / f"img{i}.png", size=(24, 20 + 4 * i), seed=i)
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text("image,target,eta,steps,inner_steps\nimg0.png,a blue circle,0.6,2,1\n"
+                        "img1.png,a red square,0.8,2,1\n")
+    code, _, err = run(capsys, "batch", manifest, "--out", tmp_path / "out", "--model", sdxl_dir,
+                       "--save-inversions", "--quiet")
+    assert code == 0, err
+    for row in ("row00000", "row00001"):
+        assert (tmp_path / "out" / f"{row}.png").exists()
+        assert ptiedit.Inversion.load(tmp_path / "out" / f"{row}.safetensors").fingerprint["family"] == "sdxl"
