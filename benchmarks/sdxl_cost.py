@@ -1,7 +1,7 @@
 """What PTI stage 1 costs on the SDXL architecture, against SD 1.5, with random weights (no download).
 
 speed   Seconds per DDIM step of PTI stage 1 (DDIM inversion + tuning walk, Algorithm 1 lines 1-12) on the CPU in
-        fp32 (UNet, VAE and conditioning), one image at --size px, with a fixed budget (inner_steps 2, early_stop 0: every step makes the same
+        fp32 (or --dtype bf16: UNet and VAE; the conditioning is tuned in fp32), one image at --size px, with a fixed budget (inner_steps 2, early_stop 0: every step makes the same
         UNet calls: 3 forwards and 2 forward+backward passes). Each (repeat, architecture) runs in a fresh process,
         the architectures interleaved, and the median is reported.
 
@@ -58,19 +58,19 @@ def test_image(size: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def measure_speed(folder: str, size: int, steps: int, inner_steps: int) -> dict:
+def measure_speed(folder: str, size: int, steps: int, inner_steps: int, dtype: torch.dtype) -> dict:
     from ptiedit.diffusion.ddim import make_schedule
     from ptiedit.inversion.pti import prompt_tuning_inversion
     from ptiedit.models.family import model_family
 
-    # Built in bf16, the UNet and VAE then cast to fp32; the text encoders only encode the two prompts and are then
-    # dropped. This keeps SDXL's peak at ~11 GB instead of 14 GB on a shared 24 GB machine; stage 1 is all fp32.
+    # Built in bf16, the UNet and VAE then cast to `dtype`; the text encoders only encode the two prompts and are
+    # then dropped. This keeps SDXL's fp32 peak at ~11 GB instead of 14 GB; the conditioning is tuned in fp32.
     pipe = build(folder, torch.bfloat16)
     family = model_family(pipe)
     prompt, null = family.encode_prompt(""), family.null_conditioning()  # fp32 conditionings
     parameters = {name: module.num_parameters() for name, module in family.components.items()}
     drop_text_encoders(pipe)
-    pipe.unet.to(torch.float32), pipe.vae.to(torch.float32)
+    pipe.unet.to(dtype), pipe.vae.to(dtype)
     z0 = family.encode_images([test_image(size)])  # the image at --size, not fitted to the model's default size
     calls = family.forward_calls
     start = time.perf_counter()
@@ -147,11 +147,13 @@ def main() -> None:
     parser.add_argument("--inner-steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="UNet and VAE dtype (speed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     common = ["--threads", str(args.threads)]
     if args.mode == "worker-speed":
-        print(json.dumps(measure_speed(args.arch[0], args.size, args.steps, args.inner_steps)))
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+        print(json.dumps(measure_speed(args.arch[0], args.size, args.steps, args.inner_steps, dtype)))
     elif args.mode == "worker-memory":
         print(json.dumps(measure_memory(args.arch[0], args.size)))
     elif args.mode == "speed":
@@ -159,13 +161,14 @@ def main() -> None:
         for repeat in range(args.repeats):
             for arch in args.arch:  # interleaved, so load changes on a shared machine hit every architecture
                 result = run_worker(["worker-speed", "--arch", arch, "--size", str(args.size), "--steps",
-                                     str(args.steps), "--inner-steps", str(args.inner_steps), *common])
+                                     str(args.steps), "--inner-steps", str(args.inner_steps), "--dtype",
+                                     args.dtype, *common])
                 runs[arch].append(result["seconds_per_step"])
                 print(json.dumps({"arch": arch, "repeat": repeat, **result}), flush=True)
         for arch, seconds in runs.items():
             print(json.dumps({"arch": arch, "median_seconds_per_step": statistics.median(seconds),
                               "runs": seconds, "size": args.size, "inner_steps": args.inner_steps,
-                              "threads": args.threads}))
+                              "dtype": args.dtype, "threads": args.threads}))
     else:
         for arch in args.arch:
             results = {size: run_worker(["worker-memory", "--arch", arch, "--size", str(size), *common])
