@@ -76,8 +76,8 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     if p2p is None:
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
     source_prompt = first.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
-    control = AttentionReplace(p2p, *token_alignment(pipe.tokenizer, source_prompt, jobs[1][1]), len(schedule),
-                               branches=len(jobs))
+    control = AttentionReplace(p2p, *token_alignment(family.tokenizers[0], source_prompt, jobs[1][1]), len(schedule),
+                               branches=len(jobs), latent_tokens=z_T.shape[-2] * z_T.shape[-1])
     with attention_control(pipe.unet, control):
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
                            callback=control.step_done)

@@ -4,7 +4,8 @@ The source branch (the inversion's own conditioning) and the target branches are
 same z_T. For the first `cross_replace` fraction of the steps (the noisiest) every target branch's
 cross-attention probabilities are replaced by the source branch's, so the layout of the source survives while
 the values carry the new words; optionally the self-attention probabilities are injected too, for the first
-`self_replace` fraction, in layers of at most 16x16 tokens as in P2P.
+`self_replace` fraction, in the coarse layers: at most 16x16 tokens as P2P does on SD's 64x64 latents, or 1/16 of
+the latent's tokens on larger latents (SDXL at 1024 px has no attention layer below 32x32).
 
 Token alignment (a simplification of P2P's word swap and refinement): prompts with the same number of tokens map
 position by position. Otherwise the two token sequences are aligned with difflib: tokens of shared words map to
@@ -20,6 +21,7 @@ from difflib import SequenceMatcher
 import torch
 
 SELF_REPLACE_MAX_TOKENS = 16 * 16  # P2P injects self-attention only at coarse resolutions; fine layers keep detail
+SELF_REPLACE_MAX_FRACTION = 1 / 16  # the same coarseness relative to the latent: 16x16 of SD's 64x64
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,11 @@ class AttentionReplace:
     unconditional half first); like P2P, only those rows are edited.
     """
 
-    def __init__(self, config: P2PConfig, mapper: torch.Tensor, replaced: torch.Tensor, steps: int, branches: int):
+    def __init__(self, config: P2PConfig, mapper: torch.Tensor, replaced: torch.Tensor, steps: int, branches: int,
+                 latent_tokens: int):
         self.cross_steps, self.self_steps = int(config.cross_replace * steps), int(config.self_replace * steps)
         self.mapper, self.replaced, self.branches = mapper, replaced, branches
+        self.self_max_tokens = max(SELF_REPLACE_MAX_TOKENS, int(latent_tokens * SELF_REPLACE_MAX_FRACTION))
         self.step = 0
 
     def step_done(self, i: int, z: torch.Tensor) -> None:
@@ -71,7 +75,7 @@ class AttentionReplace:
     def active(self, is_cross: bool, query_tokens: int) -> bool:
         if is_cross:
             return self.step < self.cross_steps
-        return self.step < self.self_steps and query_tokens <= SELF_REPLACE_MAX_TOKENS
+        return self.step < self.self_steps and query_tokens <= self.self_max_tokens
 
     def __call__(self, probs: torch.Tensor, heads: int, is_cross: bool) -> torch.Tensor:
         """probs (batch * heads, queries, keys) with the targets' rows replaced by the source's."""

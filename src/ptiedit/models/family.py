@@ -35,6 +35,7 @@ class StableDiffusion:
     """Stable Diffusion 1.x/2.x: one CLIP text encoder, token embeddings only, empty-prompt negative."""
 
     name = "sd"
+    label = "Stable Diffusion 1.x/2.x"
     pipeline_class = "StableDiffusionPipeline"
     load_options = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
@@ -92,8 +93,12 @@ class StableDiffusion:
     def encode_prompt(self, prompt: str) -> Conditioning:
         """The conditioning (batch 1, fp32) the pipeline itself would use for `prompt`."""
         self.warn_if_truncated(prompt)
+        return self.pipeline_encoding(prompt).to(dtype=torch.float32)
+
+    def pipeline_encoding(self, prompt: str) -> Conditioning:
+        """The pipeline's own encode_prompt, without classifier-free guidance (no negative branch)."""
         tokens, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
-        return Conditioning(tokens.float())
+        return Conditioning(tokens)
 
     def null_conditioning(self) -> Conditioning:
         """The unconditional branch, by the pipeline's convention (SD: the empty prompt)."""
@@ -143,7 +148,57 @@ class StableDiffusion:
         return [Image.fromarray(p) for p in pixels]
 
 
-FAMILIES = (StableDiffusion,)
+class StableDiffusionXL(StableDiffusion):
+    """Stable Diffusion XL (Podell et al. 2023): two CLIP text encoders and added conditions.
+
+    Tokens are both encoders' penultimate hidden states, concatenated (77 x 2048 on the base model); pooled is
+    the second encoder's projected output. The UNet also takes the size and crop conditioning (add_time_ids).
+    The unconditional branch is zeros (tokens and pooled) when the pipeline sets force_zeros_for_empty_prompt.
+    """
+
+    name = "sdxl"
+    label = "Stable Diffusion XL"
+    pipeline_class = "StableDiffusionXLPipeline"
+    load_options = {"add_watermarker": False}  # ptiedit decodes itself; the pipeline's watermarker never runs
+
+    @staticmethod
+    def matches(components: set[str]) -> bool:
+        # Both encoders: the refiner (text_encoder_2 only) conditions on an aesthetic score instead of the size.
+        return {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"} <= components
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        return {**super().components, "text_encoder_2": self.pipe.text_encoder_2}
+
+    @property
+    def tokenizers(self) -> list:
+        return [self.pipe.tokenizer, self.pipe.tokenizer_2]
+
+    def pipeline_encoding(self, prompt: str) -> Conditioning:
+        tokens, _, pooled, _ = self.pipe.encode_prompt(prompt, device=self.device, num_images_per_prompt=1,
+                                                       do_classifier_free_guidance=False)
+        return Conditioning(tokens, pooled)
+
+    def null_conditioning(self) -> Conditioning:
+        """Zeros for tokens and pooled under force_zeros_for_empty_prompt (the base model), else the empty prompt."""
+        empty = self.encode_prompt("")
+        return empty.map(torch.zeros_like) if self.pipe.config.force_zeros_for_empty_prompt else empty
+
+    def time_ids(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """add_time_ids (B, 6) for the image the latent decodes to: original size = target size, crop (0, 0),
+        as the pipeline sets them when it generates at that size."""
+        size = (z.shape[-2] * self.pipe.vae_scale_factor, z.shape[-1] * self.pipe.vae_scale_factor)
+        # the pipeline checks the UNet's added-embedding width against time ids + pooled width
+        ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=self.pipe.unet.dtype,
+                                          text_encoder_projection_dim=pooled.shape[-1])
+        return ids.to(z.device).expand(len(z), -1)
+
+    def unet_inputs(self, z: torch.Tensor, cond: Conditioning) -> dict:
+        added = {"text_embeds": cond.pooled.to(self.pipe.unet.dtype), "time_ids": self.time_ids(z, cond.pooled)}
+        return {**super().unet_inputs(z, cond), "added_cond_kwargs": added}
+
+
+FAMILIES = (StableDiffusion, StableDiffusionXL)
 
 
 def family_of_index(index: dict):
@@ -155,6 +210,12 @@ def family_of_index(index: dict):
             return family
     raise ValueError(f"unsupported pipeline {index.get('_class_name')!r}; ptiedit supports "
                      f"{', '.join(f.pipeline_class for f in FAMILIES)} layouts")
+
+
+def family_label(name: str) -> str:
+    """A family's name as users know it ("sdxl" -> "Stable Diffusion XL (sdxl)"), for error messages."""
+    labels = {family.name: family.label for family in FAMILIES}
+    return f"{labels[name]} ({name})" if name in labels else repr(name)
 
 
 def model_family(pipe) -> StableDiffusion:

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from .family import model_family
+from .family import family_label, model_family
 
 # The scheduler settings that define DDIM's timesteps and alpha-bars (not paths, class names or versions).
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
@@ -65,8 +65,8 @@ def check_same_model(made: dict, current: dict) -> None:
     """Raise ValueError naming what differs between the pipeline an inversion was made with and this one."""
     again = "invert the image again with this model"
     if made["family"] != current["family"]:
-        raise ValueError(f"this inversion was made with a {made['family']!r} model, but the loaded pipeline is "
-                         f"{current['family']!r}; {again}")
+        raise ValueError(f"this inversion was made with a {family_label(made['family'])} model, but the loaded "
+                         f"pipeline is {family_label(current['family'])}; {again}")
     changed = [key for key in SCHEDULE_KEYS if json.dumps(made["scheduler"].get(key)) !=
                json.dumps(current["scheduler"].get(key))]
     if changed:
