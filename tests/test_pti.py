@@ -159,7 +159,8 @@ def test_batched_pti_equals_one_by_one_with_per_image_early_stopping(tiny_pipe):
     single = [ptiedit.invert(tiny_pipe, image, **options) for image in images]
     assert [b.stats["iterations"] for b in batched] == [s.stats["iterations"] for s in single]
     for b, s in zip(batched, single):
-        torch.testing.assert_close(b.z_T, s.z_T, atol=1e-5, rtol=1e-5)
+        # batch-1 and batch-2 matmuls round differently (and differently per thread count), over 4 DDIM steps
+        torch.testing.assert_close(b.z_T, s.z_T, atol=1e-4, rtol=1e-4)
         # Adam normalizes each element's gradient, so where a gradient is ~0 batched rounding can move that
         # element of c_t by about lr; what the tuning is for, the reconstruction, agrees within 1e-3.
         torch.testing.assert_close(b.cond.tokens, s.cond.tokens, atol=5e-2, rtol=0)
