@@ -38,7 +38,8 @@ def batch_key(inversion: Inversion) -> tuple:
 def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PConfig | None = None,
                  max_batch: int | None = None) -> list[torch.Tensor]:
     """Edited latents (1, C, h, w), one per job: every (inversion, target, eta) sampled in batches of up to
-    max_batch; jobs of different sizes or schedules go in different batches."""
+    max_batch; jobs of different sizes or schedules go in different batches. With p2p, each inversion in a batch
+    adds its source branch (eta = 0), whose attention its targets take."""
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
@@ -52,18 +53,28 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PCo
     out: list[torch.Tensor | None] = [None] * len(jobs)
     for members in groups.values():
         for chunk in chunks(members, max_batch):
-            picked = [jobs[j] for j in chunk]
-            if p2p is not None:  # the source branch (eta = 0: the inversion's own conditioning) leads the batch
-                picked = [(picked[0][0], picked[0][1], 0.0), *picked]
-            latents = sample_chunk(pipe, picked, targets, device, p2p, progress)
-            for j, z in zip(chunk, latents[len(latents) - len(chunk):]):
-                out[j] = z[None]
+            rows, picked, sizes = chunk, [jobs[j] for j in chunk], None
+            if p2p is not None:  # each inversion's source branch (eta = 0: its own conditioning) leads its targets
+                by_inversion: dict[int, list[int]] = {}
+                for j in chunk:
+                    by_inversion.setdefault(id(jobs[j][0]), []).append(j)
+                rows, picked, sizes = [], [], []
+                for members_of_one in by_inversion.values():
+                    inversion, target, _ = jobs[members_of_one[0]]
+                    rows += [None, *members_of_one]
+                    picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]
+                    sizes.append(1 + len(members_of_one))
+            latents = sample_chunk(pipe, picked, targets, device, p2p, progress, sizes)
+            for j, z in zip(rows, latents):
+                if j is not None:
+                    out[j] = z[None]
     return out
 
 
 def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, p2p: P2PConfig | None,
-                 progress: Progress = True) -> torch.Tensor:
-    """One UNet batch of jobs that share a batch_key."""
+                 progress: Progress = True, groups: list[int] | None = None) -> torch.Tensor:
+    """One UNet batch of jobs that share a batch_key. With p2p, jobs come in groups of the given sizes, each an
+    inversion's source branch (eta = 0) and then its targets."""
     family, first = model_family(pipe), jobs[0][0]
     # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
     eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
@@ -75,9 +86,14 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
     if p2p is None:
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
-    source_prompt = first.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
-    control = AttentionReplace(p2p, *token_alignment(pipe.tokenizer, source_prompt, jobs[1][1]), len(schedule),
-                               branches=len(jobs))
+    alignments, start = [], 0
+    for size in groups:
+        source = jobs[start][0]
+        source_prompt = source.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
+        alignments.append([token_alignment(pipe.tokenizer, source_prompt, prompt)
+                           for _, prompt, _ in jobs[start + 1:start + size]])
+        start += size
+    control = AttentionReplace(p2p, alignments, len(schedule))
     with attention_control(pipe.unet, control):
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
                            callback=control.step_done)
@@ -100,7 +116,8 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
 
     One inversion and a single eta return one PIL image, a sequence of etas a list. A list of inversions (with
     one target each) returns one list of images per inversion, every (image, eta) sampled in shared UNet batches
-    of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py), one inversion at a time.
+    of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py); each inversion in a batch
+    brings its own source branch.
     """
     etas = [eta] if isinstance(eta, (int, float)) else list(eta)
     check_etas(etas, allow_extrapolation)
@@ -109,8 +126,6 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     targets = [target_prompt] * len(inversions) if isinstance(target_prompt, str) else list(target_prompt)
     if len(targets) != len(inversions):
         raise ValueError(f"got {len(inversions)} inversions but {len(targets)} target prompts")
-    if p2p is not None and many:
-        raise ValueError("Prompt-to-Prompt edits one inversion at a time")
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
     latents = sample_edits(pipe, jobs, progress=progress, p2p=p2p, max_batch=max_batch)
     family = model_family(pipe)

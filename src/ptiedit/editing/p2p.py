@@ -56,13 +56,15 @@ def token_alignment(tokenizer, source_prompt: str, target_prompt: str) -> tuple[
 class AttentionReplace:
     """State the P2P processors share: the sampling step, and which probabilities to replace at it.
 
-    The UNet batch ends with the conditional rows [source, target_1, ..., target_n] (guided_eps puts the
-    unconditional half first); like P2P, only those rows are edited.
+    The UNet batch ends with the conditional rows (guided_eps puts the unconditional half first): one group
+    [source, target_1, ..., target_n] per image, in order; like P2P, only those rows are edited, each target from
+    its own group's source. alignments[g] holds each target's (mapper, replaced) of token_alignment.
     """
 
-    def __init__(self, config: P2PConfig, mapper: torch.Tensor, replaced: torch.Tensor, steps: int, branches: int):
+    def __init__(self, config: P2PConfig, alignments: list[list[tuple[torch.Tensor, torch.Tensor]]], steps: int):
         self.cross_steps, self.self_steps = int(config.cross_replace * steps), int(config.self_replace * steps)
-        self.mapper, self.replaced, self.branches = mapper, replaced, branches
+        self.alignments = alignments
+        self.rows = sum(1 + len(targets) for targets in alignments)
         self.step = 0
 
     def step_done(self, i: int, z: torch.Tensor) -> None:
@@ -74,14 +76,18 @@ class AttentionReplace:
         return self.step < self.self_steps and query_tokens <= SELF_REPLACE_MAX_TOKENS
 
     def __call__(self, probs: torch.Tensor, heads: int, is_cross: bool) -> torch.Tensor:
-        """probs (batch * heads, queries, keys) with the targets' rows replaced by the source's."""
+        """probs (batch * heads, queries, keys) with the targets' rows replaced by their source's."""
         probs = probs.unflatten(0, (-1, heads)).clone()
-        source, targets = probs[-self.branches], probs[len(probs) - self.branches + 1:]
-        if is_cross:
-            mapper, replaced = self.mapper.to(probs.device), self.replaced.to(probs.device)
-            targets[..., replaced] = source[..., mapper[replaced]]
-        else:
-            targets[:] = source
+        row = len(probs) - self.rows
+        for targets in self.alignments:
+            source = probs[row]
+            for j, (mapper, replaced) in enumerate(targets, start=1):
+                if is_cross:
+                    mapper, replaced = mapper.to(probs.device), replaced.to(probs.device)
+                    probs[row + j][..., replaced] = source[..., mapper[replaced]]
+                else:
+                    probs[row + j] = source
+            row += 1 + len(targets)
         return probs.flatten(0, 1)
 
 

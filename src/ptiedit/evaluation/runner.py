@@ -4,8 +4,8 @@ The jobs are taken a chunk of `batch_size` images at a time and, within a chunk,
 Every inversion the chunk needs for a spec is made in one vectorized `invert` call per (method, options) (each
 image keeps its own conditioning and early stopping, so it equals a one-by-one inversion within the tolerance
 tests/test_pti.py states); inversions are kept for the chunk, so a Prompt-to-Prompt spec reuses its base
-method's. The edits without attention control are sampled in one `sample_edits` call, Prompt-to-Prompt ones one
-(image, setting) at a time. Times are per-image shares: a call's wall time divided by the images or rows it made.
+method's. The edits without attention control are sampled in one `sample_edits` call, Prompt-to-Prompt ones in
+one call per setting. Times are per-image shares: a call's wall time divided by the images or rows it made.
 """
 from __future__ import annotations
 
@@ -100,28 +100,27 @@ class Runner:
 
     # Edits ------------------------------------------------------------------------------------------------------
     def sample(self, group: list[tuple[Case, Job]]) -> list[tuple[torch.Tensor, float]]:
-        """(edited latents, seconds share) per job: edits without attention control in one batched call."""
+        """(edited latents, seconds share) per job: one batched call for the edits without attention control and
+        one per Prompt-to-Prompt setting."""
         spec = group[0][1].spec
-        out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
-        plain, p2p = [], []
+        calls: dict[P2PConfig | None, list[tuple[int, tuple]]] = {}
         for index, (case, job) in enumerate(group):
             inversion = self.cache[self.inversion_key(case, job)][0]
             if job.edit is None:
-                plain.append((index, (inversion, "", 0.0)))
+                calls.setdefault(None, []).append((index, (inversion, "", 0.0)))
             elif spec.knob == "cross_replace":
-                p2p.append((index, (inversion, job.edit.target_prompt, 1.0), P2PConfig(cross_replace=job.value)))
+                calls.setdefault(P2PConfig(cross_replace=job.value), []).append(
+                    (index, (inversion, job.edit.target_prompt, 1.0)))
             else:  # eta, or SDEdit's strength (its edit is plain target sampling, eta = 1)
-                plain.append((index, (inversion, job.edit.target_prompt, job.value if spec.knob == "eta" else 1.0)))
-        if plain:
+                eta = job.value if spec.knob == "eta" else 1.0
+                calls.setdefault(None, []).append((index, (inversion, job.edit.target_prompt, eta)))
+        out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
+        for p2p, members in calls.items():
             start = time.perf_counter()
-            latents = sample_edits(self.pipe, [edit for _, edit in plain], progress=False)
-            seconds = (time.perf_counter() - start) / len(plain)
-            for (index, _), z in zip(plain, latents):
+            latents = sample_edits(self.pipe, [edit for _, edit in members], progress=False, p2p=p2p)
+            seconds = (time.perf_counter() - start) / len(members)
+            for (index, _), z in zip(members, latents):
                 out[index] = (z, seconds)
-        for index, edit, config in p2p:
-            start = time.perf_counter()
-            z = sample_edits(self.pipe, [edit], progress=False, p2p=config)[0]
-            out[index] = (z, time.perf_counter() - start)
         return out
 
     def decode(self, latents: list[torch.Tensor]) -> tuple[list, float]:
