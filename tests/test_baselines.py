@@ -186,6 +186,13 @@ def test_p2p_on_several_images_in_one_batch_equals_one_by_one(tiny_pipe, image):
         alone = edit_latents(tiny_pipe, job[0], job[1], [job[2]], progress=False, p2p=config)
         torch.testing.assert_close(z, alone, atol=1e-4, rtol=1e-4)
     assert (batched[0] - batched[2]).abs().max() > 1e-3  # the targets differ: each row really is its own job
+    # A sweep of settings over one source branch equals each setting alone.
+    sweep = [P2PConfig(cross_replace=0.25), P2PConfig(cross_replace=1.0, self_replace=0.5)]
+    swept = sample_edits(tiny_pipe, [jobs[0], jobs[0]], progress=False, p2p=sweep)
+    for config, z in zip(sweep, swept):
+        alone = edit_latents(tiny_pipe, first, jobs[0][1], [1.0], progress=False, p2p=config)
+        torch.testing.assert_close(z, alone, atol=1e-4, rtol=1e-4)
+    assert (swept[0] - swept[1]).abs().max() > 1e-3
 
 
 def test_p2p_restores_the_attention_processors(tiny_pipe, image, monkeypatch):

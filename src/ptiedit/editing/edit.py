@@ -35,13 +35,18 @@ def batch_key(inversion: Inversion) -> tuple:
 
 
 @torch.no_grad()
-def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PConfig | None = None,
-                 max_batch: int | None = None) -> list[torch.Tensor]:
+def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True,
+                 p2p: P2PConfig | Sequence[P2PConfig] | None = None, max_batch: int | None = None) -> list[torch.Tensor]:
     """Edited latents (1, C, h, w), one per job: every (inversion, target, eta) sampled in batches of up to
-    max_batch; jobs of different sizes or schedules go in different batches. With p2p, each inversion in a batch
-    adds its source branch (eta = 0), whose attention its targets take."""
+    max_batch; jobs of different sizes or schedules go in different batches.
+
+    p2p: Prompt-to-Prompt settings, one for all jobs or one per job. Each inversion in a batch then adds its
+    source branch (eta = 0), whose attention all its targets take, each for its own fraction of the steps."""
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    configs = [p2p] * len(jobs) if p2p is None or isinstance(p2p, P2PConfig) else list(p2p)
+    if len(configs) != len(jobs) or (p2p is not None and None in configs):
+        raise ValueError(f"got {len(jobs)} jobs but {len(configs)} Prompt-to-Prompt settings")
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
     for inversion in {id(job[0]): job[0] for job in jobs}.values():
         inversion.check_compatible(fingerprint)
@@ -53,28 +58,28 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PCo
     out: list[torch.Tensor | None] = [None] * len(jobs)
     for members in groups.values():
         for chunk in chunks(members, max_batch):
-            rows, picked, sizes = chunk, [jobs[j] for j in chunk], None
-            if p2p is not None:  # each inversion's source branch (eta = 0: its own conditioning) leads its targets
+            rows, picked = chunk, [jobs[j] for j in chunk]
+            if p2p is not None:  # each inversion's source branch (row None) leads its targets
                 by_inversion: dict[int, list[int]] = {}
                 for j in chunk:
                     by_inversion.setdefault(id(jobs[j][0]), []).append(j)
-                rows, picked, sizes = [], [], []
+                rows, picked = [], []
                 for members_of_one in by_inversion.values():
                     inversion, target, _ = jobs[members_of_one[0]]
                     rows += [None, *members_of_one]
-                    picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]
-                    sizes.append(1 + len(members_of_one))
-            latents = sample_chunk(pipe, picked, targets, device, p2p, progress, sizes)
+                    picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]  # eta 0: its own c_t
+            latents = sample_chunk(pipe, picked, targets, device, None if p2p is None else
+                                   [configs[j] if j is not None else None for j in rows], progress)
             for j, z in zip(rows, latents):
                 if j is not None:
                     out[j] = z[None]
     return out
 
 
-def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, p2p: P2PConfig | None,
-                 progress: Progress = True, groups: list[int] | None = None) -> torch.Tensor:
-    """One UNet batch of jobs that share a batch_key. With p2p, jobs come in groups of the given sizes, each an
-    inversion's source branch (eta = 0) and then its targets."""
+def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device,
+                 p2p: list[P2PConfig | None] | None, progress: Progress = True) -> torch.Tensor:
+    """One UNet batch of jobs that share a batch_key. With p2p (one entry per job), a None entry marks a source
+    branch, and the jobs after it up to the next None are its targets."""
     family, first = model_family(pipe), jobs[0][0]
     # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
     eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
@@ -86,14 +91,16 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
     if p2p is None:
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
-    alignments, start = [], 0
-    for size in groups:
-        source = jobs[start][0]
-        source_prompt = source.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
-        alignments.append([token_alignment(pipe.tokenizer, source_prompt, prompt)
-                           for _, prompt, _ in jobs[start + 1:start + size]])
-        start += size
-    control = AttentionReplace(p2p, alignments, len(schedule))
+    groups = []
+    for (inversion, prompt, _), config in zip(jobs, p2p):
+        if config is None:
+            source = inversion.settings.get("prompt", "")
+            groups.append([])
+        else:
+            aligned = token_alignment(pipe.tokenizer, source if config.source_prompt is None else config.source_prompt,
+                                      prompt)
+            groups[-1].append((*aligned, config))
+    control = AttentionReplace(groups, len(schedule))
     with attention_control(pipe.unet, control):
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
                            callback=control.step_done)

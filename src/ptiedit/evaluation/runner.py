@@ -4,8 +4,8 @@ The jobs are taken a chunk of `batch_size` images at a time and, within a chunk,
 Every inversion the chunk needs for a spec is made in one vectorized `invert` call per (method, options) (each
 image keeps its own conditioning and early stopping, so it equals a one-by-one inversion within the tolerance
 tests/test_pti.py states); inversions are kept for the chunk, so a Prompt-to-Prompt spec reuses its base
-method's. The edits without attention control are sampled in one `sample_edits` call, Prompt-to-Prompt ones in
-one call per setting. Times are per-image shares: a call's wall time divided by the images or rows it made.
+method's (and its reconstruction). The edits without attention control are sampled in one `sample_edits` call,
+the Prompt-to-Prompt ones in another, every setting over one source branch per image. Times are per-image shares: a call's wall time divided by the images or rows it made.
 """
 from __future__ import annotations
 
@@ -65,12 +65,13 @@ class Runner:
             pipe, suite, steps, guidance, learned, out, batch_size
         self.family = model_family(pipe)
         self.cache: dict[tuple, tuple] = {}  # inversions of the current chunk of images
+        self.sampled: dict[tuple, tuple] = {}  # edited latents of the current chunk
         self.round_trips: dict[str, object] = {}
 
     def rows(self, work: list[tuple[Case, Job]]) -> Iterator[dict]:
         """One row per (case, job), made batch_size images at a time (see chunks_by_case for the order)."""
         for groups in chunks_by_case(work, self.batch_size):
-            self.cache, self.round_trips = {}, {}  # a new chunk of images: the old inversions are done with
+            self.cache, self.sampled, self.round_trips = {}, {}, {}  # a new chunk: the old ones are done with
             for group in groups:
                 yield from self.run_group(group)
 
@@ -100,27 +101,35 @@ class Runner:
 
     # Edits ------------------------------------------------------------------------------------------------------
     def sample(self, group: list[tuple[Case, Job]]) -> list[tuple[torch.Tensor, float]]:
-        """(edited latents, seconds share) per job: one batched call for the edits without attention control and
-        one per Prompt-to-Prompt setting."""
+        """(edited latents, seconds share) per job: one batched call for the edits without attention control, one
+        for the Prompt-to-Prompt ones (their settings share each image's source branch). An edit the chunk has
+        sampled already (a P2P spec's reconstruction is its base method's) is reused with its time."""
         spec = group[0][1].spec
-        calls: dict[P2PConfig | None, list[tuple[int, tuple]]] = {}
-        for index, (case, job) in enumerate(group):
-            inversion = self.cache[self.inversion_key(case, job)][0]
-            if job.edit is None:
-                calls.setdefault(None, []).append((index, (inversion, "", 0.0)))
-            elif spec.knob == "cross_replace":
-                calls.setdefault(P2PConfig(cross_replace=job.value), []).append(
-                    (index, (inversion, job.edit.target_prompt, 1.0)))
-            else:  # eta, or SDEdit's strength (its edit is plain target sampling, eta = 1)
-                eta = job.value if spec.knob == "eta" else 1.0
-                calls.setdefault(None, []).append((index, (inversion, job.edit.target_prompt, eta)))
+        calls: dict[bool, list[tuple[int, tuple, P2PConfig | None, tuple]]] = {False: [], True: []}
         out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
+        for index, (case, job) in enumerate(group):
+            key = self.inversion_key(case, job)
+            inversion, config = self.cache[key][0], None
+            if job.edit is None:
+                edit = (inversion, "", 0.0)
+            elif spec.knob == "cross_replace":
+                edit, config = (inversion, job.edit.target_prompt, 1.0), P2PConfig(cross_replace=job.value)
+            else:  # eta, or SDEdit's strength (its edit is plain target sampling, eta = 1)
+                edit = (inversion, job.edit.target_prompt, job.value if spec.knob == "eta" else 1.0)
+            sample_key = (key, *edit[1:], config)
+            if sample_key in self.sampled:
+                out[index] = self.sampled[sample_key]
+            else:
+                calls[config is not None].append((index, edit, config, sample_key))
         for p2p, members in calls.items():
+            if not members:
+                continue
             start = time.perf_counter()
-            latents = sample_edits(self.pipe, [edit for _, edit in members], progress=False, p2p=p2p)
+            latents = sample_edits(self.pipe, [edit for _, edit, _, _ in members], progress=False,
+                                   p2p=[config for _, _, config, _ in members] if p2p else None)
             seconds = (time.perf_counter() - start) / len(members)
-            for (index, _), z in zip(members, latents):
-                out[index] = (z, seconds)
+            for (index, _, _, sample_key), z in zip(members, latents):
+                out[index] = self.sampled[sample_key] = (z, seconds)
         return out
 
     def decode(self, latents: list[torch.Tensor]) -> tuple[list, float]:
