@@ -277,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     cases = build_cases(args, model_family(pipe).default_size)
     fingerprint = pipeline_fingerprint(pipe)
     settings = {"model": fingerprint["model"], "model_sha256": fingerprint["model_sha256"], **settings,
-                "resolution": model_family(pipe).default_size}
+                "resolution": model_family(pipe).default_size, "batch_size": args.batch_size}
     prepare_out(out, settings)
     results = ResultsFile(out / "results.csv")
     planned = {(args.suite, spec.name, job.knob, case.image_id, job.edit.name if job.edit else RECONSTRUCTION):
