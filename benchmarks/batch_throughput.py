@@ -3,7 +3,8 @@
 Distinct images: the shapes-world bench scenes (evaluation/suites.py), each edited toward its own ground-truth
 target prompt at the default eta. Batch B inverts B images in one `invert` call and edits them in one `edit`
 call; B = 1 runs the first --single images one by one. The batch sizes are interleaved within each repeat (in a
-rotating order) and the median over repeats is reported, since the machine may be shared.
+rotating order) and the median over repeats is reported, since the machine may be shared; images per CPU second
+(process time, all threads) is printed too, a figure that survives a shared machine better with --threads 1.
 Besides the time, it prints how many UNet calls the batch made per step against the mean an image makes alone:
 with per-image early stopping a batch runs each step until its slowest image stops.
 
@@ -23,18 +24,18 @@ from ptiedit.evaluation.suites import shapes_suite
 from ptiedit.models.family import model_family
 
 
-def run_batch(pipe, cases, steps: int) -> tuple[float, float, float, int, float]:
-    """(invert s, edit s, total s, inversion UNet calls, the same summed over the images alone) for one batch."""
+def run_batch(pipe, cases, steps: int) -> tuple[float, float, float, int, float, float]:
+    """(invert s, edit s, total s, inversion UNet calls, the same summed over the images alone, CPU s) of a batch."""
     family = model_family(pipe)
     calls = family.forward_calls
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     inversions = ptiedit.invert(pipe, [c.image for c in cases], steps=steps, progress=False, max_batch=len(cases))
     inverted, inversion_calls = time.perf_counter(), family.forward_calls - calls
     ptiedit.edit(pipe, inversions, [c.edits[0].target_prompt for c in cases], progress=False,
                  max_batch=len(cases))
     end = time.perf_counter()
     return (inverted - start, end - inverted, end - start, inversion_calls,
-            sum(i.stats["unet_calls"] for i in inversions))
+            sum(i.stats["unet_calls"] for i in inversions), time.process_time() - start_cpu)
 
 
 def measure(pipe, cases, size: int, single: int, steps: int) -> dict:
@@ -43,7 +44,8 @@ def measure(pipe, cases, size: int, single: int, steps: int) -> dict:
     parts = [run_batch(pipe, batch, steps) for batch in batches]
     images = sum(len(b) for b in batches)
     invert_s, edit_s, total_s = (sum(p[k] for p in parts) for k in range(3))
-    return {"images_per_s": images / total_s, "invert_s": invert_s / images, "edit_s": edit_s / images,
+    return {"images_per_s": images / total_s, "images_per_cpu_s": images / sum(p[5] for p in parts),
+            "invert_s": invert_s / images, "edit_s": edit_s / images,
             "calls_per_batch": sum(p[3] for p in parts) / len(batches),
             "calls_alone": sum(p[4] for p in parts) / images}
 
@@ -69,17 +71,22 @@ def main():
         order = sizes[repeat % len(sizes):] + sizes[:repeat % len(sizes)]  # rotate: no size always runs first
         for size in order:
             runs[size].append(measure(pipe, cases, size, args.single, args.steps))
-            print(f"repeat {repeat + 1}, B={size}: {runs[size][-1]['images_per_s']:.3f} images/s", flush=True)
+            run = runs[size][-1]
+            print(f"repeat {repeat + 1}, B={size}: {run['images_per_s']:.3f} images/s, "
+                  f"{run['images_per_cpu_s']:.3f} images per CPU s", flush=True)
     base = statistics.median(r["images_per_s"] for r in runs[1])
     print(f"\nPTI at defaults ({args.steps} steps, invert + one edit per image), {args.threads} threads, "
           f"median of {args.repeats} interleaved repeats")
-    print("| B | images/s | speed-up vs B=1 | invert s/image | edit s/image | inversion UNet calls: per batch / "
-          "mean per image alone |")
-    print("|---|---|---|---|---|---|")
+    base_cpu = statistics.median(r["images_per_cpu_s"] for r in runs[1])
+    print("| B | images/s | speed-up vs B=1 | images per CPU s | speed-up (CPU) | invert s/image | edit s/image | "
+          "inversion UNet calls: per batch / mean per image alone |")
+    print("|---|---|---|---|---|---|---|---|")
     for size in sizes:
-        med = {k: statistics.median(r[k] for r in runs[size]) for k in ("images_per_s", "invert_s", "edit_s")}
+        med = {k: statistics.median(r[k] for r in runs[size])
+               for k in ("images_per_s", "images_per_cpu_s", "invert_s", "edit_s")}
         last = runs[size][-1]
-        print(f"| {size} | {med['images_per_s']:.3f} | {med['images_per_s'] / base:.2f}x | {med['invert_s']:.2f} | "
+        print(f"| {size} | {med['images_per_s']:.3f} | {med['images_per_s'] / base:.2f}x | "
+              f"{med['images_per_cpu_s']:.3f} | {med['images_per_cpu_s'] / base_cpu:.2f}x | {med['invert_s']:.2f} | "
               f"{med['edit_s']:.2f} | {last['calls_per_batch']:.0f} / {last['calls_alone']:.0f} |")
 
 
