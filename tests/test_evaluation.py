@@ -268,6 +268,22 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
         f"ptiedit: error: {out} holds results made with steps 2, this run has 3; use another --out folder"]
 
 
+def test_batched_bench_gives_the_rows_of_a_one_by_one_run(tiny_model_dir, tmp_path):
+    if "v_prediction" in tiny_model_dir.name:
+        pytest.skip("the epsilon model covers batching")
+    common = ["--model", str(tiny_model_dir), "--n", "3", "--steps", "2", "--methods", "pti,null_text,sdedit,ddim+p2p"]
+    assert bench("--out", str(tmp_path / "one"), "--batch-size", "1", *common) == 0
+    assert bench("--out", str(tmp_path / "batched"), "--batch-size", "2", *common) == 0  # a full and a partial batch
+    key = lambda r: (r["method"], r["knob"], r["image"], r["edit"])  # noqa: E731
+    one, batched = (sorted(read_rows(tmp_path / name / "results.csv"), key=key) for name in ("one", "batched"))
+    assert [key(r) for r in one] == [key(r) for r in batched] and len(one) == 3 * (7 + 2 + 8 + 4)
+    for a, b in zip(one, batched):
+        assert a["success"] == b["success"] and a["unet_calls"] == b["unet_calls"], key(a)
+        for column, tolerance in (("psnr", 0.2), ("psnr_unedited", 0.2), ("ssim", 2e-3), ("mse", 1e-4)):
+            if a[column]:
+                assert float(b[column]) == pytest.approx(float(a[column]), abs=tolerance), (key(a), column)
+
+
 def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     for args, message in [(["--out", str(tmp_path / "a"), "--methods", "pti,magic"], "unknown method magic"),
@@ -275,7 +291,8 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
                           (["--out", str(tmp_path / "b"), "--suite", "piebench"], "needs --piebench"),
                           (["--out", str(tmp_path / "c"), "--n", "0"], "--n must be at least 1"),
                           (["--out", str(tmp_path / "d"), "--edit-types", "hue,selective"], "unknown edit type hue"),
-                          (["--out", str(tmp_path / "e"), "--methods", "ddim", "--ablation"], "include pti")]:
+                          (["--out", str(tmp_path / "e"), "--methods", "ddim", "--ablation"], "include pti"),
+                          (["--out", str(tmp_path / "f"), "--batch-size", "0"], "--batch-size must be at least 1")]:
         assert bench(*args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err

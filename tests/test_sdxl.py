@@ -222,8 +222,8 @@ def test_p2p_with_identical_prompts_reproduces_the_source(sdxl, image, method, m
 def test_p2p_injects_self_attention_at_the_same_relative_coarseness_on_sdxl_latents():
     """P2P's 16x16 layers of SD's 64x64 latent; SDXL at 1024 px (128x128 latents) has no layer below 32x32."""
     def control(latent_side):
-        return AttentionReplace(P2PConfig(self_replace=1.0), torch.arange(77), torch.ones(77, dtype=torch.bool),
-                                steps=10, branches=2, latent_tokens=latent_side ** 2)
+        target = (torch.arange(77), torch.ones(77, dtype=torch.bool), P2PConfig(self_replace=1.0))
+        return AttentionReplace([[target]], steps=10, latent_tokens=latent_side ** 2)
 
     sd, sdxl = control(64), control(128)
     assert [sd.active(False, side ** 2) for side in (8, 16, 32, 64)] == [True, True, False, False]

@@ -35,12 +35,18 @@ def batch_key(inversion: Inversion) -> tuple:
 
 
 @torch.no_grad()
-def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PConfig | None = None,
-                 max_batch: int | None = None) -> list[torch.Tensor]:
+def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True,
+                 p2p: P2PConfig | Sequence[P2PConfig] | None = None, max_batch: int | None = None) -> list[torch.Tensor]:
     """Edited latents (1, C, h, w), one per job: every (inversion, target, eta) sampled in batches of up to
-    max_batch; jobs of different sizes or schedules go in different batches."""
+    max_batch; jobs of different sizes or schedules go in different batches.
+
+    p2p: Prompt-to-Prompt settings, one for all jobs or one per job. Each inversion in a batch then adds its
+    source branch (eta = 0), whose attention all its targets take, each for its own fraction of the steps."""
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    configs = [p2p] * len(jobs) if p2p is None or isinstance(p2p, P2PConfig) else list(p2p)
+    if len(configs) != len(jobs) or (p2p is not None and None in configs):
+        raise ValueError(f"got {len(jobs)} jobs but {len(configs)} Prompt-to-Prompt settings")
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
     for inversion in {id(job[0]): job[0] for job in jobs}.values():
         inversion.check_compatible(fingerprint)
@@ -52,18 +58,28 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, p2p: P2PCo
     out: list[torch.Tensor | None] = [None] * len(jobs)
     for members in groups.values():
         for chunk in chunks(members, max_batch):
-            picked = [jobs[j] for j in chunk]
-            if p2p is not None:  # the source branch (eta = 0: the inversion's own conditioning) leads the batch
-                picked = [(picked[0][0], picked[0][1], 0.0), *picked]
-            latents = sample_chunk(pipe, picked, targets, device, p2p, progress)
-            for j, z in zip(chunk, latents[len(latents) - len(chunk):]):
-                out[j] = z[None]
+            rows, picked = chunk, [jobs[j] for j in chunk]
+            if p2p is not None:  # each inversion's source branch (row None) leads its targets
+                by_inversion: dict[int, list[int]] = {}
+                for j in chunk:
+                    by_inversion.setdefault(id(jobs[j][0]), []).append(j)
+                rows, picked = [], []
+                for members_of_one in by_inversion.values():
+                    inversion, target, _ = jobs[members_of_one[0]]
+                    rows += [None, *members_of_one]
+                    picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]  # eta 0: its own c_t
+            latents = sample_chunk(pipe, picked, targets, device, None if p2p is None else
+                                   [configs[j] if j is not None else None for j in rows], progress)
+            for j, z in zip(rows, latents):
+                if j is not None:
+                    out[j] = z[None]
     return out
 
 
-def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, p2p: P2PConfig | None,
-                 progress: Progress = True) -> torch.Tensor:
-    """One UNet batch of jobs that share a batch_key."""
+def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device,
+                 p2p: list[P2PConfig | None] | None, progress: Progress = True) -> torch.Tensor:
+    """One UNet batch of jobs that share a batch_key. With p2p (one entry per job), a None entry marks a source
+    branch, and the jobs after it up to the next None are its targets."""
     family, first = model_family(pipe), jobs[0][0]
     # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
     eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
@@ -75,9 +91,16 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
     if p2p is None:
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
-    source_prompt = first.settings.get("prompt", "") if p2p.source_prompt is None else p2p.source_prompt
-    control = AttentionReplace(p2p, *token_alignment(family.tokenizers[0], source_prompt, jobs[1][1]), len(schedule),
-                               branches=len(jobs), latent_tokens=z_T.shape[-2] * z_T.shape[-1])
+    groups = []
+    for (inversion, prompt, _), config in zip(jobs, p2p):
+        if config is None:
+            source = inversion.settings.get("prompt", "")
+            groups.append([])
+        else:
+            aligned = token_alignment(family.tokenizers[0],
+                                      source if config.source_prompt is None else config.source_prompt, prompt)
+            groups[-1].append((*aligned, config))
+    control = AttentionReplace(groups, len(schedule), latent_tokens=z_T.shape[-2] * z_T.shape[-1])
     with attention_control(pipe.unet, control):
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
                            callback=control.step_done)
@@ -100,7 +123,8 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
 
     One inversion and a single eta return one PIL image, a sequence of etas a list. A list of inversions (with
     one target each) returns one list of images per inversion, every (image, eta) sampled in shared UNet batches
-    of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py), one inversion at a time.
+    of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py); each inversion in a batch
+    brings its own source branch.
     """
     etas = [eta] if isinstance(eta, (int, float)) else list(eta)
     check_etas(etas, allow_extrapolation)
@@ -109,8 +133,6 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     targets = [target_prompt] * len(inversions) if isinstance(target_prompt, str) else list(target_prompt)
     if len(targets) != len(inversions):
         raise ValueError(f"got {len(inversions)} inversions but {len(targets)} target prompts")
-    if p2p is not None and many:
-        raise ValueError("Prompt-to-Prompt edits one inversion at a time")
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
     latents = sample_edits(pipe, jobs, progress=progress, p2p=p2p, max_batch=max_batch)
     family = model_family(pipe)

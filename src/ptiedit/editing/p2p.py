@@ -58,14 +58,19 @@ def token_alignment(tokenizer, source_prompt: str, target_prompt: str) -> tuple[
 class AttentionReplace:
     """State the P2P processors share: the sampling step, and which probabilities to replace at it.
 
-    The UNet batch ends with the conditional rows [source, target_1, ..., target_n] (guided_eps puts the
-    unconditional half first); like P2P, only those rows are edited.
+    The UNet batch ends with the conditional rows (guided_eps puts the unconditional half first): one group
+    [source, target_1, ..., target_n] per image, in order; like P2P, only those rows are edited, each target from
+    its own group's source. targets[g] holds group g's (mapper, replaced, config) per target: its token_alignment
+    to the source and its own replacement fractions, so one batch can sweep the settings over one source branch.
     """
 
-    def __init__(self, config: P2PConfig, mapper: torch.Tensor, replaced: torch.Tensor, steps: int, branches: int,
+    def __init__(self, targets: list[list[tuple[torch.Tensor, torch.Tensor, P2PConfig]]], steps: int,
                  latent_tokens: int):
-        self.cross_steps, self.self_steps = int(config.cross_replace * steps), int(config.self_replace * steps)
-        self.mapper, self.replaced, self.branches = mapper, replaced, branches
+        self.groups = [[(mapper, replaced, int(c.cross_replace * steps), int(c.self_replace * steps))
+                        for mapper, replaced, c in group] for group in targets]
+        every = [target for group in self.groups for target in group]
+        self.cross_steps, self.self_steps = max(t[2] for t in every), max(t[3] for t in every)
+        self.rows = sum(1 + len(group) for group in self.groups)
         self.self_max_tokens = max(SELF_REPLACE_MAX_TOKENS, int(latent_tokens * SELF_REPLACE_MAX_FRACTION))
         self.step = 0
 
@@ -78,14 +83,18 @@ class AttentionReplace:
         return self.step < self.self_steps and query_tokens <= self.self_max_tokens
 
     def __call__(self, probs: torch.Tensor, heads: int, is_cross: bool) -> torch.Tensor:
-        """probs (batch * heads, queries, keys) with the targets' rows replaced by the source's."""
+        """probs (batch * heads, queries, keys) with the active targets' rows replaced by their source's."""
         probs = probs.unflatten(0, (-1, heads)).clone()
-        source, targets = probs[-self.branches], probs[len(probs) - self.branches + 1:]
-        if is_cross:
-            mapper, replaced = self.mapper.to(probs.device), self.replaced.to(probs.device)
-            targets[..., replaced] = source[..., mapper[replaced]]
-        else:
-            targets[:] = source
+        row = len(probs) - self.rows
+        for group in self.groups:
+            source = probs[row]
+            for j, (mapper, replaced, cross_steps, self_steps) in enumerate(group, start=1):
+                if is_cross and self.step < cross_steps:
+                    mapper, replaced = mapper.to(probs.device), replaced.to(probs.device)
+                    probs[row + j][..., replaced] = source[..., mapper[replaced]]
+                elif not is_cross and self.step < self_steps:
+                    probs[row + j] = source
+            row += 1 + len(group)
         return probs.flatten(0, 1)
 
 

@@ -2,8 +2,9 @@
 
 One inversion per (method, image) serves its reconstruction row and every knob setting and edit (PTI with the
 empty init prompt is target-free; the baselines invert with the true source caption); SDEdit's strength is part
-of its "inversion" (the noising), so it has one per strength. Rows are appended to OUT/results.csv as they are
-made; a rerun skips the rows already there, keyed by (suite, method, knob, image, edit). Then results.json,
+of its "inversion" (the noising), so it has one per strength. Rows are made --batch-size images at a time
+(runner.py: batched inversion and sampling) and appended to OUT/results.csv as they are made; a rerun skips the
+rows already there, keyed by (suite, method, knob, image, edit). Then results.json,
 report.md and the plots are written from the rows this command asked for (the file may hold more).
 """
 from __future__ import annotations
@@ -13,21 +14,20 @@ import csv
 import inspect
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..models.family import model_family
-from ..editing.edit import DEFAULT_ETA, edit_latents
-from ..editing.p2p import P2PConfig
+from ..editing.edit import DEFAULT_ETA
 from ..interfaces.cli import check_device
-from ..inversion.invert import METHODS, invert
+from ..inversion.invert import METHODS
+from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
 from ..models.loading import load_pipeline
-from .metrics import LearnedMetrics, compare
+from .metrics import LearnedMetrics
 from .report import RECONSTRUCTION, image_path, write_outputs
+from .runner import Job, Runner, save_once
 from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, Case, EditCase, check_edit_types, photos_suite, piebench_suite,
                      shapes_suite)
 
@@ -45,6 +45,7 @@ COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr"
 KEY = ("suite", "method", "knob", "image", "edit")
 TEXT_COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "source_prompt", "target_prompt")
 SETTINGS_FILE = "bench.json"
+DEFAULT_BATCH = 8
 RESUME_SETTINGS = ("model", "model_sha256", "steps", "guidance", "seed", "inner_steps")
 
 
@@ -114,16 +115,6 @@ def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | Non
                 specs.append(MethodSpec(f"pti[{label}]", "pti", knob, values, tuple(variant.items()),
                                         change.get("init", base.init)))
     return specs
-
-
-@dataclass(frozen=True)
-class Job:
-    """One results row: an inversion (its SDEdit strength, if any) and what is done with it."""
-    spec: MethodSpec
-    strength: float | None
-    knob: str
-    value: float | None  # knob value of an edit; None for the reconstruction
-    edit: EditCase | None  # None: the reconstruction (eta = 0, no edit)
 
 
 def jobs_for(spec: MethodSpec, case: Case) -> list[Job]:
@@ -203,77 +194,6 @@ def prepare_out(out: Path, settings: dict) -> None:
         (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1), encoding="utf-8")
 
 
-def save_once(image, path: Path) -> None:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-
-
-class Runner:
-    """Makes rows: inverts (cached per case), samples, scores, saves the output image."""
-
-    def __init__(self, pipe, suite: str, steps: int, guidance: float, learned: LearnedMetrics, out: Path):
-        self.pipe, self.suite, self.steps, self.guidance, self.learned, self.out = \
-            pipe, suite, steps, guidance, learned, out
-        self.cache, self.cached_case = {}, None
-
-    def inversion(self, job: Job, case: Case):
-        """(inversion, seconds it took), made once per case for each (method, prompt, options)."""
-        if self.cached_case is not case:
-            self.cache, self.cached_case = {}, case
-        spec = job.spec
-        options = dict(spec.options) | ({"strength": job.strength} if job.strength is not None else {})
-        prompt = spec.inversion_prompt(case, job.edit)
-        key = (spec.method, prompt, tuple(sorted(options.items())))
-        if key not in self.cache:
-            start = time.perf_counter()
-            inversion = invert(self.pipe, case.image, method=spec.method, prompt=prompt, steps=self.steps,
-                               guidance=self.guidance, progress=False, **options)
-            self.cache[key] = (inversion, time.perf_counter() - start)
-        return self.cache[key]
-
-    def run(self, job: Job, case: Case) -> dict:
-        inversion, invert_seconds = self.inversion(job, case)
-        edit, spec = job.edit, job.spec
-        start = time.perf_counter()
-        if edit is None:
-            latents = edit_latents(self.pipe, inversion, "", [0.0], progress=False)
-        elif spec.knob == "eta":
-            latents = edit_latents(self.pipe, inversion, edit.target_prompt, [job.value], progress=False)
-        else:
-            p2p = P2PConfig(cross_replace=job.value) if spec.knob == "cross_replace" else None
-            latents = edit_latents(self.pipe, inversion, edit.target_prompt, [1.0], progress=False, p2p=p2p)
-        output = model_family(self.pipe).decode_latents(latents)[0]
-        row = {"suite": self.suite, "method": spec.name, "knob": job.knob, "image": case.image_id,
-               "edit": edit.name if edit else RECONSTRUCTION, "kind": edit.kind if edit else RECONSTRUCTION,
-               "source_prompt": case.source_prompt, "target_prompt": edit.target_prompt if edit else "",
-               "invert_seconds": invert_seconds, "edit_seconds": time.perf_counter() - start,
-               "unet_calls": float(inversion.stats.get("unet_calls", 0))}
-        if edit is None:
-            row |= compare(output, self.vae_round_trip(case))
-        else:
-            row |= self.score(output, case, edit)
-        save_once(output, image_path(self.out, self.suite, case.image_id, f"{spec.name}__{job.knob}__{row['edit']}"))
-        return row
-
-    def vae_round_trip(self, case: Case):
-        path = image_path(self.out, self.suite, case.image_id, "vae_round_trip")
-        family = model_family(self.pipe)
-        image = family.decode_latents(family.encode_images([case.image]))[0]
-        save_once(image, path)
-        return image
-
-    def score(self, output, case: Case, edit: EditCase) -> dict:
-        row = {}
-        if edit.ground_truth is not None:
-            row |= compare(output, edit.ground_truth)
-        if edit.edited is not None:
-            row |= {f"{k}_unedited": v for k, v in compare(output, case.image, edit.edited).items()}
-        if edit.succeeded is not None:
-            row["success"] = edit.succeeded(output)
-        return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)
-
-
 def build_cases(args: argparse.Namespace, size: int) -> list[Case]:
     if args.suite == "shapes":
         return shapes_suite(size, args.n or DEFAULT_SCENES, args.seed, tuple(args.edit_types or EDIT_TYPES))
@@ -303,6 +223,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_device(args.device)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.ablation and "pti" not in (args.methods or ["pti"]):
         raise ValueError("--ablation varies PTI: include pti in --methods")
 
@@ -335,6 +257,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="ID_OR_DIR", help="diffusers Stable Diffusion folder or hub id "
                         "(default: the embedded shapes-world model)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B", help="images inverted and "
+                        f"edited together (default {DEFAULT_BATCH}); results equal one by one within rounding")
     learned = parser.add_argument_group("learned metrics (local weights only; skipped otherwise)")
     learned.add_argument("--lpips-weights", metavar="DIR", help="folder holding torchvision's AlexNet checkpoint")
     learned.add_argument("--clip-model", metavar="DIR", help="transformers CLIP model folder")
@@ -353,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     cases = build_cases(args, model_family(pipe).default_size)
     fingerprint = pipeline_fingerprint(pipe)
     settings = {"model": fingerprint["model"], "model_sha256": fingerprint["model_sha256"], **settings,
-                "resolution": model_family(pipe).default_size}
+                "resolution": model_family(pipe).default_size, "batch_size": args.batch_size}
     prepare_out(out, settings)
     results = ResultsFile(out / "results.csv")
     planned = {(args.suite, spec.name, job.knob, case.image_id, job.edit.name if job.edit else RECONSTRUCTION):
@@ -362,15 +286,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"ptiedit bench: {len(planned) - len(todo)} of {len(planned)} rows already in {out / 'results.csv'}, "
               f"{len(todo)} to run", file=sys.stderr)
-    runner = Runner(pipe, args.suite, args.steps, args.guidance, learned, out)
+    runner = Runner(pipe, args.suite, args.steps, args.guidance, learned, out, args.batch_size)
     for case in cases:
         save_once(case.image, image_path(out, args.suite, case.image_id, "input"))
         for edit in case.edits:
             if edit.ground_truth is not None:
                 save_once(edit.ground_truth, image_path(out, args.suite, case.image_id, f"ground_truth__{edit.name}"))
     with tqdm(total=len(todo), desc="bench", disable=args.quiet) as bar:
-        for case, job in todo:
-            results.append(runner.run(job, case))
+        for row in runner.rows(todo):
+            results.append(row)
             bar.update()
     reported = [row for row in results.rows if tuple(row[k] for k in KEY) in planned]  # this command's rows only
     write_outputs(out, reported, settings, learned.status(), default_knob)

@@ -207,7 +207,9 @@ def header(settings: dict, learned: dict) -> list[str]:
     return ["# ptiedit bench report", "",
             f"Model {settings['model']} (sha256 {settings['model_sha256']}), {settings['resolution']} px; "
             f"{settings['steps']} DDIM steps, guidance {settings['guidance']}, seed {settings['seed']}, inner "
-            f"steps {settings['inner_steps'] if settings['inner_steps'] is not None else 'method defaults'}.", "",
+            f"steps {settings['inner_steps'] if settings['inner_steps'] is not None else 'method defaults'}. "
+            f"Up to {settings.get('batch_size', 1)} images inverted and edited together: times (inversion s, edit s) "
+            "are each image's or row's share of a batched call's wall time.", "",
             "## Metrics", "",
             f"- Images in [0, 1], data_range 1.0. PSNR = 10 log10(1 / MSE), capped at {PSNR_CAP:g} dB (identical "
             "images). MSE: mean over pixels and RGB channels.",

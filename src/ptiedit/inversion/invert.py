@@ -35,6 +35,19 @@ def check_options(method: str, guidance: float, options: dict) -> None:
         raise ValueError(f"method {method!r} has no option {', '.join(unknown)}")
 
 
+def unet_calls_alone(batch_calls: int, per_image: list[dict] | None) -> list[int] | None:
+    """UNet calls each image of a batch would have made inverted alone; None if they all made the batch's calls.
+
+    A tuned step (tuning.py) evaluates the images still tuning, iterations + 1 times for each image, so the batch
+    makes max(iterations) + 1 of those calls per step and every image takes part in all the other calls.
+    """
+    if not per_image or "iterations" not in per_image[0]:
+        return None
+    tuning = [[n + 1 for n in image["iterations"]] for image in per_image]
+    shared = batch_calls - sum(max(step) for step in zip(*tuning))
+    return [shared + sum(image) for image in tuning]
+
+
 def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "pti",
            prompt: str | Sequence[str] = "", steps: int = 50, guidance: float = 7.5, progress: Progress = True,
            max_batch: int | None = None, **options) -> Inversion | list[Inversion]:
@@ -75,9 +88,10 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
         result = METHODS[method](family, z0, schedule, prompt=prompt, null=null, guidance=guidance,
                                  progress=progress, **options)
         # 4. One Inversion per image, with what is needed to refuse a mismatched edit later.
+        per_image_calls = unet_calls_alone(family.forward_calls - calls, result.stats.get("per_image"))
         for b, index in enumerate(batch):
             z_T, cond, uncond, stats = result.item(b)
-            stats["unet_calls"] = (family.forward_calls - calls) / len(batch)  # this image's share of the batch
+            stats["unet_calls"] = per_image_calls[b] if per_image_calls else family.forward_calls - calls
             stats["seconds"] = result.stats["seconds"] / len(batch)
             settings = {"steps": steps, "guidance": guidance, "prompt": prompts[index], **options}
             image_fingerprint = {**fingerprint, "image_sha256": pixels_sha256(fitted[index]), "version": __version__}

@@ -1,0 +1,185 @@
+"""Makes the rows of `ptiedit bench` in batches: images inverted together, their edits sampled together.
+
+The jobs are taken a chunk of `batch_size` images at a time and, within a chunk, one method (spec) at a time.
+Every inversion the chunk needs for a spec is made in one vectorized `invert` call per (method, options) (each
+image keeps its own conditioning and early stopping, so it equals a one-by-one inversion within the tolerance
+tests/test_pti.py states); inversions are kept for the chunk, so a Prompt-to-Prompt spec reuses its base
+method's (and its reconstruction). The edits without attention control are sampled in one `sample_edits` call,
+the Prompt-to-Prompt ones in another, every setting over one source branch per image. Times are per-image shares: a call's wall time divided by the images or rows it made.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from ..editing.edit import sample_edits
+from ..editing.p2p import P2PConfig
+from ..inversion.invert import invert
+from ..models.family import model_family
+from .metrics import LearnedMetrics, compare
+from .report import RECONSTRUCTION, image_path
+from .suites import Case, EditCase
+
+if TYPE_CHECKING:
+    from .bench import MethodSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    """One results row: an inversion (its SDEdit strength, if any) and what is done with it."""
+    spec: MethodSpec
+    strength: float | None
+    knob: str
+    value: float | None  # knob value of an edit; None for the reconstruction
+    edit: EditCase | None  # None: the reconstruction (eta = 0, no edit)
+
+
+def save_once(image, path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+
+
+def chunks_by_case(work: list[tuple[Case, Job]], batch_size: int) -> Iterator[list[list[tuple[Case, Job]]]]:
+    """The jobs of batch_size images at a time, split by spec; images, specs and jobs keep the order of `work`."""
+    cases = list({id(case): case for case, _ in work}.values())
+    for start in range(0, len(cases), batch_size):
+        chunk = {id(case) for case in cases[start:start + batch_size]}
+        mine = [(case, job) for case, job in work if id(case) in chunk]
+        yield [[(case, job) for case, job in mine if job.spec == spec]
+               for spec in dict.fromkeys(job.spec for _, job in mine)]
+
+
+class Runner:
+    """Makes rows: inverts a chunk of images per spec, samples their edits in batches, scores, saves the images."""
+
+    def __init__(self, pipe, suite: str, steps: int, guidance: float, learned: LearnedMetrics, out: Path,
+                 batch_size: int = 8):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.pipe, self.suite, self.steps, self.guidance, self.learned, self.out, self.batch_size = \
+            pipe, suite, steps, guidance, learned, out, batch_size
+        self.family = model_family(pipe)
+        self.cache: dict[tuple, tuple] = {}  # inversions of the current chunk of images
+        self.sampled: dict[tuple, tuple] = {}  # edited latents of the current chunk
+        self.round_trips: dict[str, object] = {}
+
+    def rows(self, work: list[tuple[Case, Job]]) -> Iterator[dict]:
+        """One row per (case, job), made batch_size images at a time (see chunks_by_case for the order)."""
+        for groups in chunks_by_case(work, self.batch_size):
+            self.cache, self.sampled, self.round_trips = {}, {}, {}  # a new chunk: the old ones are done with
+            for group in groups:
+                yield from self.run_group(group)
+
+    # Inversions -------------------------------------------------------------------------------------------------
+    def inversion_key(self, case: Case, job: Job) -> tuple:
+        spec = job.spec
+        options = dict(spec.options) | ({"strength": job.strength} if job.strength is not None else {})
+        return case.image_id, spec.method, spec.inversion_prompt(case, job.edit), tuple(sorted(options.items()))
+
+    def invert_all(self, group: list[tuple[Case, Job]]) -> None:
+        """Invert, one call per (method, options), every image of the group not inverted yet."""
+        missing: dict[tuple, tuple[Case, str]] = {}
+        for case, job in group:
+            key = self.inversion_key(case, job)
+            if key not in self.cache:
+                missing[key] = (case, key[2])
+        calls: dict[tuple, list[tuple]] = {}
+        for key in missing:
+            calls.setdefault(key[1:2] + key[3:], []).append(key)
+        for (method, options), keys in calls.items():
+            start = time.perf_counter()
+            inversions = invert(self.pipe, [missing[k][0].image for k in keys], method=method,
+                                prompt=[missing[k][1] for k in keys], steps=self.steps, guidance=self.guidance,
+                                progress=False, max_batch=self.batch_size, **dict(options))
+            seconds = (time.perf_counter() - start) / len(keys)  # each image's share of the batched call
+            self.cache.update({k: (inversion, seconds) for k, inversion in zip(keys, inversions)})
+
+    # Edits ------------------------------------------------------------------------------------------------------
+    def sample(self, group: list[tuple[Case, Job]]) -> list[tuple[torch.Tensor, float]]:
+        """(edited latents, seconds share) per job: one batched call for the edits without attention control, one
+        for the Prompt-to-Prompt ones (their settings share each image's source branch). An edit the chunk has
+        sampled already (a P2P spec's reconstruction is its base method's) is reused with its time."""
+        spec = group[0][1].spec
+        calls: dict[bool, list[tuple[int, tuple, P2PConfig | None, tuple]]] = {False: [], True: []}
+        out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
+        for index, (case, job) in enumerate(group):
+            key = self.inversion_key(case, job)
+            inversion, config = self.cache[key][0], None
+            if job.edit is None:
+                edit = (inversion, "", 0.0)
+            elif spec.knob == "cross_replace":
+                edit, config = (inversion, job.edit.target_prompt, 1.0), P2PConfig(cross_replace=job.value)
+            else:  # eta, or SDEdit's strength (its edit is plain target sampling, eta = 1)
+                edit = (inversion, job.edit.target_prompt, job.value if spec.knob == "eta" else 1.0)
+            sample_key = (key, *edit[1:], config)
+            if sample_key in self.sampled:
+                out[index] = self.sampled[sample_key]
+            else:
+                calls[config is not None].append((index, edit, config, sample_key))
+        for p2p, members in calls.items():
+            if not members:
+                continue
+            start = time.perf_counter()
+            latents = sample_edits(self.pipe, [edit for _, edit, _, _ in members], progress=False,
+                                   p2p=[config for _, _, config, _ in members] if p2p else None)
+            seconds = (time.perf_counter() - start) / len(members)
+            for (index, _, _, sample_key), z in zip(members, latents):
+                out[index] = self.sampled[sample_key] = (z, seconds)
+        return out
+
+    def decode(self, latents: list[torch.Tensor]) -> tuple[list, float]:
+        """Images of the latents, decoded in batches of equal shape, and the seconds per image."""
+        start, images = time.perf_counter(), [None] * len(latents)
+        shapes: dict[tuple, list[int]] = {}
+        for index, z in enumerate(latents):
+            shapes.setdefault(tuple(z.shape), []).append(index)
+        for members in shapes.values():
+            for lo in range(0, len(members), self.batch_size):
+                part = members[lo:lo + self.batch_size]
+                for index, image in zip(part, self.family.decode_latents(torch.cat([latents[i] for i in part]))):
+                    images[index] = image
+        return images, (time.perf_counter() - start) / max(len(latents), 1)
+
+    # Rows -------------------------------------------------------------------------------------------------------
+    def run_group(self, group: list[tuple[Case, Job]]) -> Iterator[dict]:
+        self.invert_all(group)
+        sampled = self.sample(group)
+        outputs, decode_seconds = self.decode([z for z, _ in sampled])
+        for (case, job), (_, edit_seconds), output in zip(group, sampled, outputs):
+            inversion, invert_seconds = self.cache[self.inversion_key(case, job)]
+            edit, spec = job.edit, job.spec
+            row = {"suite": self.suite, "method": spec.name, "knob": job.knob, "image": case.image_id,
+                   "edit": edit.name if edit else RECONSTRUCTION, "kind": edit.kind if edit else RECONSTRUCTION,
+                   "source_prompt": case.source_prompt, "target_prompt": edit.target_prompt if edit else "",
+                   "invert_seconds": invert_seconds, "edit_seconds": edit_seconds + decode_seconds,
+                   "unet_calls": float(inversion.stats.get("unet_calls", 0))}
+            if edit is None:
+                row |= compare(output, self.vae_round_trip(case))
+            else:
+                row |= self.score(output, case, edit)
+            save_once(output, image_path(self.out, self.suite, case.image_id,
+                                         f"{spec.name}__{job.knob}__{row['edit']}"))
+            yield row
+
+    def vae_round_trip(self, case: Case):
+        """The case image through the VAE and back: what a perfect inversion reconstructs (once per image)."""
+        if case.image_id not in self.round_trips:
+            image = self.family.decode_latents(self.family.encode_images([case.image]))[0]
+            save_once(image, image_path(self.out, self.suite, case.image_id, "vae_round_trip"))
+            self.round_trips[case.image_id] = image
+        return self.round_trips[case.image_id]
+
+    def score(self, output, case: Case, edit: EditCase) -> dict:
+        row = {}
+        if edit.ground_truth is not None:
+            row |= compare(output, edit.ground_truth)
+        if edit.edited is not None:
+            row |= {f"{k}_unedited": v for k, v in compare(output, case.image, edit.edited).items()}
+        if edit.succeeded is not None:
+            row["success"] = edit.succeeded(output)
+        return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)
