@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import json
 import sys
 import tempfile
@@ -364,6 +365,7 @@ def main(argv=None) -> int:
                 row = {"arch": folder.name, "dtype": dtype, "problems": [f"{type(error).__name__}: {error}"]}
             if row.get("replay_err") is not None and row["replay_err"] > args.replay_tol:
                 row["problems"].append(f"replay error {row['replay_err']:.1e} > {args.replay_tol:g}")
+            gc.collect()  # the pipeline and its adapter refer to each other: free this one before building the next
             row["status"] = "ok" if not row["problems"] else "FAIL"
             rows.append(row)
             print(check_table([row]).splitlines()[-1], file=sys.stderr, flush=True)  # survives an interrupted run
