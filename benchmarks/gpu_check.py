@@ -311,6 +311,10 @@ def find_architectures(root: Path, names: list[str] | None) -> list[tuple[Path, 
     return [(found[n], json.loads((found[n] / "architecture.json").read_text())) for n in (names or found)]
 
 
+def device_name(device: str) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else device
+
+
 def device_dtypes(device: str) -> list[str]:
     if device.startswith("cuda"):
         return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
@@ -349,7 +353,8 @@ def main(argv=None) -> int:
         print(f"gpu_check: {error}", file=sys.stderr)
         return 2
     defaults = QUICK if args.quick else FULL
-    settings = Settings(args.quick, args.steps or defaults["steps"], args.inner_steps or defaults["inner_steps"],
+    settings = Settings(args.quick, defaults["steps"] if args.steps is None else args.steps,
+                        defaults["inner_steps"] if args.inner_steps is None else args.inner_steps,
                         0.0 if args.quick else 1e-4)
     dtypes = args.dtype or device_dtypes(args.device)
     start, rows, nti_rows = time.perf_counter(), [], []
@@ -370,10 +375,14 @@ def main(argv=None) -> int:
             rows.append(row)
             print(check_table([row]).splitlines()[-1], file=sys.stderr, flush=True)  # survives an interrupted run
             if args.compare_nti:
-                nti_rows += compare_nti(folder, arch, dtype, args.device, settings)
+                try:
+                    nti_rows += compare_nti(folder, arch, dtype, args.device, settings)
+                except Exception as error:
+                    row["problems"].append(f"PTI vs NTI: {type(error).__name__}: {error}")
+                gc.collect()
     mode = "quick" if args.quick else "full"
     text = (f"gpu_check ({mode}: {settings.steps} steps, {settings.inner_steps} inner steps, early stop "
-            f"{settings.early_stop:g}, guidance {GUIDANCE}) on {args.device}, torch {torch.__version__}, "
+            f"{settings.early_stop:g}, guidance {GUIDANCE}) on {device_name(args.device)}, torch {torch.__version__}, "
             f"{time.perf_counter() - start:.0f} s in all\n\n{check_table(rows)}\n")
     if nti_rows:
         text += f"\nPTI against null-text inversion, {settings.inner_steps} inner steps, no early stop\n\n{nti_table(nti_rows)}\n"

