@@ -420,6 +420,11 @@ def bad_inputs(tmp: Path, image: Path, model: str):
 
 
 def test_every_bad_input_gets_one_error_line_and_changes_nothing(capsys, tmp_path, image, model, monkeypatch):
+    assert_bad_inputs_fail_cleanly(capsys, tmp_path, image, model)
+
+
+def assert_bad_inputs_fail_cleanly(capsys, tmp_path, image, model):
+    """Every case of bad_inputs gives one error line and a non-zero exit, and leaves tmp_path as it was."""
     (tmp_path / "sub.png").mkdir()
     (tmp_path / "link.png").symlink_to(image)
     (tmp_path / "link.safetensors").symlink_to(tmp_path / "out.png")  # dangling until out.png is written

@@ -22,7 +22,7 @@ from ptiedit.models.fingerprint import pipeline_fingerprint
 from ptiedit.models.random_weights import random_pipeline
 
 from .conftest import FIXTURES, build_tiny_pipeline
-from .test_cli import assert_one_error_line, bad_inputs, run, snapshot, write_image
+from .test_cli import assert_bad_inputs_fail_cleanly, assert_one_error_line, run, write_image
 
 TINY_SDXL = FIXTURES / "sdxl-tiny"
 SOURCE, TARGET = "a red circle", "a blue circle"
@@ -233,21 +233,7 @@ def test_p2p_injects_self_attention_at_the_same_relative_coarseness_on_sdxl_late
 # ------------------------------------------------------------------------------------------------------- CLI
 
 def test_cli_bad_inputs_with_an_sdxl_folder(capsys, tmp_path, sdxl_dir):
-    image = write_image(tmp_path / "input.png")
-    (tmp_path / "sub.png").mkdir()
-    (tmp_path / "link.png").symlink_to(image)
-    (tmp_path / "link.safetensors").symlink_to(tmp_path / "out.png")
-    cases = bad_inputs(tmp_path, image, str(sdxl_dir))
-    before = snapshot(tmp_path)
-    failures = []
-    for name, (argv, phrase) in cases.items():
-        code, _, err = run(capsys, *argv)
-        try:
-            assert_one_error_line(code, err, phrase)
-            assert snapshot(tmp_path) == before
-        except AssertionError as error:
-            failures.append(f"{name}: {error}")
-    assert not failures, "\n".join(failures)
+    assert_bad_inputs_fail_cleanly(capsys, tmp_path, write_image(tmp_path / "input.png"), str(sdxl_dir))
 
 
 def test_cli_runs_and_refuses_cross_family_inversions(capsys, tmp_path, sdxl_dir, sd_dir):

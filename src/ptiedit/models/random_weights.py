@@ -33,6 +33,9 @@ def random_pipeline(folder: str | Path, *, seed: int = 0, dtype: torch.dtype = t
     """The pipeline `model_index.json` names, with seeded random weights, in `dtype`, on the CPU."""
     import diffusers
 
+    from .loading import quiet_libraries
+
+    quiet_libraries()  # diffusers notes on every cast that no module asks to stay in fp32
     folder = Path(folder)
     index_file = folder / "model_index.json"
     if not index_file.is_file():
