@@ -12,7 +12,11 @@ import torch
 
 import ptiedit
 from ptiedit.diffusion.conditioning import Conditioning
+from ptiedit.diffusion.ddim import make_schedule
+from ptiedit.editing.edit import edit_latents
+from ptiedit.inversion.pti import prompt_tuning_inversion
 from ptiedit.inversion.tuning import tune_guided_step
+from ptiedit.models.fingerprint import pipeline_fingerprint
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
 
@@ -79,3 +83,19 @@ def test_gradient_entering_a_half_precision_unet_is_a_normal_fp16_number():
     tune_guided_step(half_unet, z, 500, alpha, alpha_next, untuned + 1e-2, cond, torch.zeros_like(z), "cond",
                      guidance, inner_steps=1, lr=1e-2, threshold=0.0)  # loss 1e-4: PTI's early-stop threshold
     assert grads and (grads[0].abs() >= torch.finfo(torch.float16).tiny).all(), grads[0].abs().min()
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_eta_zero_replays_stage_one_bit_for_bit_in_half_precision(dtype):
+    """Stage 2 at eta 0 makes the same half-precision UNet calls as stage 1, so it lands on the same latent."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = ptiedit.load_pipeline(None, device="cpu", dtype=dtype)
+    family = ptiedit.model_family(pipe)
+    schedule = make_schedule(pipe.scheduler, 3)
+    null = family.null_conditioning()
+    result = prompt_tuning_inversion(family, family.encode_images([render(SCENE)]), schedule, prompt=null, null=null,
+                                     guidance=7.5, inner_steps=2, progress=False)
+    inversion = ptiedit.Inversion("pti", result.z_T, schedule.timesteps, result.cond, result.uncond,
+                                  {"guidance": 7.5}, pipeline_fingerprint(pipe))
+    assert torch.equal(edit_latents(pipe, inversion, "a green circle", [0.0], progress=False), result.reconstruction)
