@@ -15,6 +15,7 @@ from ptiedit.evaluation.metrics import PSNR_CAP, compare, mean_interval, mse, ps
 from ptiedit.evaluation.piebench import decode_mask, encode_mask, fit_mask, load_piebench, strip_markers
 from ptiedit.evaluation.suites import EDIT_TYPES, photos_suite, shapes_suite
 from ptiedit.interfaces.cli import main
+from ptiedit.models.family import StableDiffusion
 from ptiedit.models.loading import EMBEDDED_MODEL
 
 PIEBENCH = Path(__file__).parent / "fixtures" / "piebench"
@@ -268,12 +269,20 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
         f"ptiedit: error: {out} holds results made with steps 2, this run has 3; use another --out folder"]
 
 
-def test_batched_bench_gives_the_rows_of_a_one_by_one_run(tiny_model_dir, tmp_path):
+def test_batched_bench_gives_the_rows_of_a_one_by_one_run(tiny_model_dir, tmp_path, monkeypatch):
     if "v_prediction" in tiny_model_dir.name:
         pytest.skip("the epsilon model covers batching")
     common = ["--model", str(tiny_model_dir), "--n", "3", "--steps", "2", "--methods", "pti,null_text,sdedit,ddim+p2p"]
     assert bench("--out", str(tmp_path / "one"), "--batch-size", "1", *common) == 0
+    rows_per_call, call = [], StableDiffusion.__call__
+
+    def counted(self, z, t, cond):
+        rows_per_call.append(len(z))
+        return call(self, z, t, cond)
+    monkeypatch.setattr(StableDiffusion, "__call__", counted)
     assert bench("--out", str(tmp_path / "batched"), "--batch-size", "2", *common) == 0  # a full and a partial batch
+    # --batch-size caps every UNet batch: at most 2 jobs (P2P adds each image's source row, fused CFG doubles rows)
+    assert max(rows_per_call) == 2 * 2 * 2
     key = lambda r: (r["method"], r["knob"], r["image"], r["edit"])  # noqa: E731
     one, batched = (sorted(read_rows(tmp_path / name / "results.csv"), key=key) for name in ("one", "batched"))
     assert [key(r) for r in one] == [key(r) for r in batched] and len(one) == 3 * (7 + 2 + 8 + 4)

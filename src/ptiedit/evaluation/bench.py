@@ -257,8 +257,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="ID_OR_DIR", help="diffusers Stable Diffusion folder or hub id "
                         "(default: the embedded shapes-world model)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B", help="images inverted and "
-                        f"edited together (default {DEFAULT_BATCH}); results equal one by one within rounding")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B", help="images inverted, and "
+                        f"edits sampled, together (default {DEFAULT_BATCH}); results equal one by one within rounding")
     learned = parser.add_argument_group("learned metrics (local weights only; skipped otherwise)")
     learned.add_argument("--lpips-weights", metavar="DIR", help="folder holding torchvision's AlexNet checkpoint")
     learned.add_argument("--clip-model", metavar="DIR", help="transformers CLIP model folder")

@@ -126,7 +126,8 @@ class Runner:
                 continue
             start = time.perf_counter()
             latents = sample_edits(self.pipe, [edit for _, edit, _, _ in members], progress=False,
-                                   p2p=[config for _, _, config, _ in members] if p2p else None)
+                                   p2p=[config for _, _, config, _ in members] if p2p else None,
+                                   max_batch=self.batch_size)
             seconds = (time.perf_counter() - start) / len(members)
             for (index, _, _, sample_key), z in zip(members, latents):
                 out[index] = self.sampled[sample_key] = (z, seconds)
