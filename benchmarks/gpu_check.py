@@ -203,7 +203,7 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
             early_stop=settings.early_stop, progress=False), sync)
     row["stage1_calls"], row["peak_mib"] = family.forward_calls - calls, peak["mib"]
     row["outside_unet"] = 1 - unet_time.seconds / row["stage1_s"]
-    z_T, cond, uncond, stats = result.item(0)
+    z_T, cond, uncond, stats, _ = result.item(0)
     fell = sum(after < before for after, before in zip(stats["loss"], stats["initial_loss"]))
     row["loss_fell"] = f"{fell}/{len(stats['loss'])}"
     if fell == 0:

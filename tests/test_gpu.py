@@ -7,10 +7,7 @@ import pytest
 import torch
 
 import ptiedit
-from ptiedit.diffusion.ddim import make_schedule
 from ptiedit.editing.edit import edit_latents
-from ptiedit.inversion.pti import prompt_tuning_inversion
-from ptiedit.models.fingerprint import pipeline_fingerprint
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
 
@@ -19,20 +16,15 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_fp16_pti_on_cuda_replays_at_eta_zero_and_stays_finite(tmp_path):
     pipe = ptiedit.load_pipeline(None, device="cuda", dtype="fp16")
-    family = ptiedit.model_family(pipe)
-    z0 = family.encode_images([render(Scene("white", (Obj("circle", "red", "big", "center"),)))])
-    schedule = make_schedule(pipe.scheduler, 20)
-    null = family.null_conditioning()
-    result = prompt_tuning_inversion(family, z0, schedule, prompt=null, null=null, guidance=7.5, progress=False)
-    z_T, cond, uncond, stats = result.item(0)
+    inversion = ptiedit.invert(pipe, render(Scene("white", (Obj("circle", "red", "big", "center"),))), steps=20,
+                               progress=False)
+    stats = inversion.stats
     assert sum(a < b for a, b in zip(stats["loss"], stats["initial_loss"])) >= 10  # the embedding learns in fp16
-    inversion = ptiedit.Inversion("pti", z_T, schedule.timesteps, cond, uncond, {"guidance": 7.5},
-                                  pipeline_fingerprint(pipe))
     inversion.save(tmp_path / "inv.safetensors")
     loaded = ptiedit.Inversion.load(tmp_path / "inv.safetensors")  # CPU tensors, moved by editing
     replay = edit_latents(pipe, loaded, "a green circle", [0.0], progress=False)
     assert replay.device.type == "cuda" and torch.isfinite(replay).all()
-    torch.testing.assert_close(replay, result.reconstruction, rtol=0, atol=0)  # same kernels, same calls: bit-exact
+    torch.testing.assert_close(replay, inversion.reconstruction.to(replay.device), rtol=0, atol=0)  # same kernels, same calls: bit-exact
     edited = edit_latents(pipe, loaded, "a green circle", [0.5, 1.0], progress=False)
     assert torch.isfinite(edited).all()
     assert all(image.getextrema() != ((0, 0),) * 3 for image in ptiedit.edit(pipe, loaded, "a green circle", [0.8, 1.0],

@@ -12,11 +12,8 @@ import torch
 
 import ptiedit
 from ptiedit.diffusion.conditioning import Conditioning
-from ptiedit.diffusion.ddim import make_schedule
 from ptiedit.editing.edit import edit_latents
-from ptiedit.inversion.pti import prompt_tuning_inversion
 from ptiedit.inversion.tuning import tune_guided_step
-from ptiedit.models.fingerprint import pipeline_fingerprint
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
 
@@ -91,11 +88,6 @@ def test_eta_zero_replays_stage_one_bit_for_bit_in_half_precision(dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = ptiedit.load_pipeline(None, device="cpu", dtype=dtype)
-    family = ptiedit.model_family(pipe)
-    schedule = make_schedule(pipe.scheduler, 3)
-    null = family.null_conditioning()
-    result = prompt_tuning_inversion(family, family.encode_images([render(SCENE)]), schedule, prompt=null, null=null,
-                                     guidance=7.5, inner_steps=2, progress=False)
-    inversion = ptiedit.Inversion("pti", result.z_T, schedule.timesteps, result.cond, result.uncond,
-                                  {"guidance": 7.5}, pipeline_fingerprint(pipe))
-    assert torch.equal(edit_latents(pipe, inversion, "a green circle", [0.0], progress=False), result.reconstruction)
+    inversion = ptiedit.invert(pipe, render(SCENE), steps=3, inner_steps=2, progress=False)
+    replay = edit_latents(pipe, inversion, "a green circle", [0.0], progress=False)
+    assert torch.equal(replay, inversion.reconstruction)

@@ -8,7 +8,6 @@ from ptiedit.diffusion.conditioning import Conditioning
 from ptiedit.diffusion.ddim import ddim_invert, make_schedule, sample_ddim
 from ptiedit.models.family import StableDiffusion
 from ptiedit.editing.edit import edit_latents
-from ptiedit.inversion.pti import prompt_tuning_inversion
 from ptiedit.models.fingerprint import pipeline_fingerprint
 
 
@@ -66,16 +65,9 @@ def tiny_inversion(tiny_pipe):
 
 def test_eta_zero_replays_the_tuned_reconstruction(tiny_pipe):
     """Stage 2 at eta=0 lands on exactly the latent stage 1 produced: same c_t, same steps, same calls."""
-    family = ptiedit.model_family(tiny_pipe)
-    z0 = family.encode_images([_image(16)])
-    schedule = make_schedule(tiny_pipe.scheduler, 5)
-    null = family.null_conditioning()
-    result = prompt_tuning_inversion(family, z0, schedule, prompt=null, null=null, guidance=7.5, inner_steps=3,
-                                     progress=False)
-    inversion = ptiedit.Inversion("pti", result.z_T, schedule.timesteps, result.cond, result.uncond,
-                                  {"guidance": 7.5}, pipeline_fingerprint(tiny_pipe))
+    inversion = ptiedit.invert(tiny_pipe, _image(16), steps=5, inner_steps=3, progress=False)
     replay = edit_latents(tiny_pipe, inversion, "a green circle", [0.0], progress=False)
-    assert torch.equal(replay, result.reconstruction)
+    assert inversion.reconstruction is not None and torch.equal(replay, inversion.reconstruction)
 
 
 def test_eta_one_is_plain_target_sampling_from_z_T(tiny_pipe, tiny_inversion):

@@ -13,10 +13,8 @@ import torch
 from PIL import Image
 
 import ptiedit
-from ptiedit.diffusion.ddim import make_schedule
 from ptiedit.editing.edit import edit_latents
 from ptiedit.editing.p2p import AttentionReplace, P2PConfig
-from ptiedit.inversion.pti import prompt_tuning_inversion
 from ptiedit.models.family import StableDiffusion, StableDiffusionXL, family_of_index
 from ptiedit.models.fingerprint import pipeline_fingerprint
 from ptiedit.models.random_weights import random_pipeline
@@ -125,15 +123,8 @@ def test_fp16_keeps_the_force_upcast_vae_in_fp32(sdxl_dir, image):
 # ------------------------------------------------------------------------------------------------------- PTI
 
 def test_eta_zero_replays_the_tuned_reconstruction_bit_for_bit(sdxl, image):
-    family = ptiedit.model_family(sdxl)
-    z0 = family.encode_images([image])
-    schedule = make_schedule(sdxl.scheduler, STEPS)
-    null = family.null_conditioning()
-    result = prompt_tuning_inversion(family, z0, schedule, prompt=family.encode_prompt(""), null=null,
-                                     guidance=7.5, inner_steps=3, progress=False)
-    inversion = ptiedit.Inversion("pti", result.z_T, schedule.timesteps, result.cond, result.uncond,
-                                  {"guidance": 7.5}, pipeline_fingerprint(sdxl))
-    assert torch.equal(edit_latents(sdxl, inversion, TARGET, [0.0], progress=False), result.reconstruction)
+    inversion = ptiedit.invert(sdxl, image, steps=STEPS, inner_steps=3, progress=False)
+    assert torch.equal(edit_latents(sdxl, inversion, TARGET, [0.0], progress=False), inversion.reconstruction)
 
 
 def test_pti_tunes_tokens_and_pooled_and_the_loss_falls(inversion):

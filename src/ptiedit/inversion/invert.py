@@ -90,11 +90,12 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
         # 4. One Inversion per image, with what is needed to refuse a mismatched edit later.
         per_image_calls = unet_calls_alone(family.forward_calls - calls, result.stats.get("per_image"))
         for b, index in enumerate(batch):
-            z_T, cond, uncond, stats = result.item(b)
+            z_T, cond, uncond, stats, reconstruction = result.item(b)
             stats["unet_calls"] = per_image_calls[b] if per_image_calls else family.forward_calls - calls
             stats["seconds"] = result.stats["seconds"] / len(batch)
             settings = {"steps": steps, "guidance": guidance, "prompt": prompts[index], **options}
             image_fingerprint = {**fingerprint, "image_sha256": pixels_sha256(fitted[index]), "version": __version__}
             timesteps = schedule.timesteps if result.timesteps is None else result.timesteps
-            results[index] = Inversion(method, z_T, timesteps, cond, uncond, settings, image_fingerprint, stats)
+            results[index] = Inversion(method, z_T, timesteps, cond, uncond, settings, image_fingerprint, stats,
+                                       reconstruction)
     return results[0] if isinstance(image, Image.Image) else results

@@ -33,13 +33,14 @@ class Inverted:
                       "iterations": [int(s.iterations[b]) for s in steps]} for b in range(len(z_T))]
         return cls(z_T, cond, uncond, {"seconds": seconds, "per_image": per_image}, reconstruction)
 
-    def item(self, b: int) -> tuple[torch.Tensor, Conditioning, Conditioning, dict]:
-        """Image b's z_T, cond, uncond and stats (batch-1 conditionings)."""
+    def item(self, b: int) -> tuple[torch.Tensor, Conditioning, Conditioning, dict, torch.Tensor | None]:
+        """Image b's z_T, cond, uncond, stats (batch-1 conditionings) and reconstruction, if any."""
         # copies, so one image's Inversion does not keep the whole batch's tensors alive
         pick = (lambda c: c.items(slice(b, b + 1)).map(torch.Tensor.contiguous) if c.batch_size > 1 else c)
         stats = {key: value for key, value in self.stats.items() if key != "per_image"}
         stats.update(self.stats.get("per_image", [{}] * len(self.z_T))[b])
-        return self.z_T[b:b + 1].clone(), pick(self.cond), pick(self.uncond), stats
+        reconstruction = None if self.reconstruction is None else self.reconstruction[b:b + 1].clone()
+        return self.z_T[b:b + 1].clone(), pick(self.cond), pick(self.uncond), stats, reconstruction
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Inversion:
     settings: dict
     fingerprint: dict
     stats: dict = field(default_factory=dict)
+    # The latent the method itself reconstructed (PTI, null-text: what eta 0 replays); in memory only, not saved.
+    reconstruction: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def guidance(self) -> float:
