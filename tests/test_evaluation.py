@@ -13,7 +13,7 @@ from PIL import Image
 from ptiedit.evaluation import metrics
 from ptiedit.evaluation.metrics import PSNR_CAP, compare, mean_interval, mse, psnr, ssim
 from ptiedit.evaluation.piebench import decode_mask, encode_mask, fit_mask, load_piebench, strip_markers
-from ptiedit.evaluation.suites import EDIT_TYPES, photos_suite, shapes_suite
+from ptiedit.evaluation.suites import EDIT_TYPES, TEXTURED_EDIT_TYPES, photos_suite, shapes_suite, textured_suite
 from ptiedit.interfaces.cli import main
 from ptiedit.models.family import StableDiffusion
 from ptiedit.models.loading import EMBEDDED_MODEL
@@ -206,6 +206,22 @@ def test_shapes_suite_is_seeded_extensible_and_has_true_ground_truth():
         shapes_suite(64, n=2, edit_types=("object_size_and_more",))
 
 
+def test_textured_suite_edits_objects_on_textures_and_photos_and_keeps_the_rest():
+    cases = textured_suite(64, n=6, seed=3)
+    assert [c.edits[0].kind for c in cases] == list(TEXTURED_EDIT_TYPES) * 2
+    assert [c.source_prompt for c in textured_suite(64, n=3, seed=3)] == [c.source_prompt for c in cases[:3]]
+    for case in cases:
+        edit = case.edits[0]
+        source, truth = np.asarray(case.image).astype(int), np.asarray(edit.ground_truth).astype(int)
+        assert np.array_equal(source[~edit.edited], truth[~edit.edited]) and (source != truth).any()
+        assert edit.succeeded(edit.ground_truth) and not edit.succeeded(case.image)
+        assert "background" not in case.source_prompt  # textures and photos go unnamed: detail no caption states
+        # not a flat backdrop: the pixels the edit leaves alone carry texture
+        assert source[~edit.edited].std(axis=0).mean() > 5
+    with pytest.raises(ValueError, match="unknown edit type background_color"):
+        textured_suite(64, n=1, edit_types=("background_color",))
+
+
 def test_photos_suite_fits_package_photos_to_the_model():
     cases = photos_suite(16, n=2)
     assert len(cases) == 2 and all(c.image.size == (16, 16) and c.source_prompt and not c.edits for c in cases)
@@ -293,6 +309,19 @@ def test_batched_bench_gives_the_rows_of_a_one_by_one_run(tiny_model_dir, tmp_pa
                 assert float(b[column]) == pytest.approx(float(a[column]), abs=tolerance), (key(a), column)
 
 
+def test_fidelity_against_the_vae_round_trip_is_not_capped_by_the_vae(tiny_pipe, tmp_path):
+    from ptiedit.evaluation.metrics import LearnedMetrics
+    from ptiedit.evaluation.runner import Runner
+
+    case = shapes_suite(StableDiffusion(tiny_pipe).default_size, n=1)[0]
+    edit = case.edits[0]
+    runner = Runner(tiny_pipe, "shapes", 2, 7.5, LearnedMetrics(), tmp_path)
+    perfect = runner.vae_round_trip(case, edit)  # the best any method can do on this model
+    row = runner.score(perfect, case, edit)
+    assert row["psnr_vae"] == PSNR_CAP and row["psnr"] < 40  # the tiny random VAE garbles the pixels
+    assert row["psnr_unedited_vae"] > row["psnr_unedited"]
+
+
 def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     for args, message in [(["--out", str(tmp_path / "a"), "--methods", "pti,magic"], "unknown method magic"),
@@ -301,7 +330,11 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
                           (["--out", str(tmp_path / "c"), "--n", "0"], "--n must be at least 1"),
                           (["--out", str(tmp_path / "d"), "--edit-types", "hue,selective"], "unknown edit type hue"),
                           (["--out", str(tmp_path / "e"), "--methods", "ddim", "--ablation"], "include pti"),
-                          (["--out", str(tmp_path / "f"), "--batch-size", "0"], "--batch-size must be at least 1")]:
+                          (["--out", str(tmp_path / "f"), "--batch-size", "0"], "--batch-size must be at least 1"),
+                          (["--out", str(tmp_path / "g"), "--suite", "textured", "--edit-types", "background_color"],
+                           "unknown edit type background_color"),
+                          (["--out", str(tmp_path / "h"), "--suite", "photos", "--edit-types", "selective"],
+                           "--edit-types applies to --suite shapes or textured only")]:
         assert bench(*args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -325,6 +358,13 @@ def test_bench_runs_piebench_folders_and_photos(tiny_model_dir, tmp_path):
     rows = read_rows(out / "results.csv")
     assert len(rows) == 1 and rows[0]["edit"] == "reconstruction" and float(rows[0]["psnr"]) > 0
     assert "VAE round trip" in (out / "report.md").read_text()
+    out = tmp_path / "textured"
+    assert bench("--out", str(out), "--model", str(tiny_model_dir), "--suite", "textured", "--n", "2", "--steps", "1",
+                 "--methods", "ddim") == 0
+    rows = read_rows(out / "results.csv")
+    edits = [r for r in rows if r["edit"] != "reconstruction"]
+    assert len(edits) == 2 and all(r["success"] in ("0", "1") and r["psnr_unedited"] for r in edits)
+    assert "## Textured-world edit suite" in (out / "report.md").read_text()
 
 
 @pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(),

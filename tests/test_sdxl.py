@@ -104,7 +104,7 @@ def test_the_unconditional_branch_follows_force_zeros_for_empty_prompt(sdxl):
 def test_time_ids_are_the_image_size_the_latent_implies(sdxl):
     family = ptiedit.model_family(sdxl)
     cond = family.encode_prompt(SOURCE).expand(2)
-    added = family.unet_inputs(torch.zeros(2, 4, 8, 12), cond)["added_cond_kwargs"]
+    added = family.unet_inputs(torch.zeros(2, 4, 8, 12), cond, torch.float32)["added_cond_kwargs"]
     # (original height, width, crop top, left, target height, width); the tiny VAE scales by 2
     assert added["time_ids"].tolist() == [[16, 24, 0, 0, 16, 24]] * 2
     assert torch.equal(added["text_embeds"], cond.pooled)

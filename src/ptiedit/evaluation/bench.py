@@ -28,8 +28,8 @@ from ..models.loading import load_pipeline
 from .metrics import LearnedMetrics
 from .report import RECONSTRUCTION, image_path, write_outputs
 from .runner import Job, Runner, save_once
-from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, Case, EditCase, check_edit_types, photos_suite, piebench_suite,
-                     shapes_suite)
+from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, TEXTURED_EDIT_TYPES, Case, EditCase, check_edit_types,
+                     photos_suite, piebench_suite, shapes_suite, textured_suite)
 
 # Knob swept per method: (name, values, default). Methods not listed edit by CFG on the target prompt (eta = 1).
 KNOBS = {"pti": ("eta", (0.4, 0.6, 0.7, 0.8, 0.9, 1.0), DEFAULT_ETA), "sdedit": ("strength", (0.3, 0.5, 0.7, 0.9), 0.5)}
@@ -39,9 +39,9 @@ P2P = ("cross_replace", (0.2, 0.5, 0.8), 0.8)  # Prompt-to-Prompt word swap on t
 # inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding.
 ABLATION = ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-5}, {"early_stop": 1e-3},
             {"init": "target"})
-COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_unedited",
-           "ssim_unedited", "mse_unedited", "lpips_unedited", "clip_whole", "clip_edited", "structure_distance",
-           "invert_seconds", "edit_seconds", "unet_calls", "source_prompt", "target_prompt")
+COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_vae",
+           "psnr_unedited", "ssim_unedited", "mse_unedited", "psnr_unedited_vae", "lpips_unedited", "clip_whole",
+           "clip_edited", "structure_distance", "invert_seconds", "edit_seconds", "unet_calls", "source_prompt", "target_prompt")
 KEY = ("suite", "method", "knob", "image", "edit")
 TEXT_COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "source_prompt", "target_prompt")
 SETTINGS_FILE = "bench.json"
@@ -197,6 +197,9 @@ def prepare_out(out: Path, settings: dict) -> None:
 def build_cases(args: argparse.Namespace, size: int) -> list[Case]:
     if args.suite == "shapes":
         return shapes_suite(size, args.n or DEFAULT_SCENES, args.seed, tuple(args.edit_types or EDIT_TYPES))
+    if args.suite == "textured":
+        return textured_suite(size, args.n or DEFAULT_SCENES, args.seed,
+                              tuple(args.edit_types or TEXTURED_EDIT_TYPES))
     if args.suite == "photos":
         return photos_suite(size, args.n)
     return piebench_suite(args.piebench, size, args.n)
@@ -217,9 +220,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.piebench is not None and not (Path(args.piebench) / "mapping_file.json").is_file():
         raise ValueError(f"{args.piebench}: no mapping_file.json (expected a PIE-Bench data folder)")
     if args.edit_types is not None:
-        if args.suite != "shapes":
-            raise ValueError("--edit-types applies to --suite shapes only")
-        check_edit_types(args.edit_types)
+        if args.suite not in ("shapes", "textured"):
+            raise ValueError("--edit-types applies to --suite shapes or textured only")
+        check_edit_types(args.edit_types, EDIT_TYPES if args.suite == "shapes" else TEXTURED_EDIT_TYPES)
     check_device(args.device)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
@@ -234,8 +237,9 @@ def comma_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Benchmark inversion and editing methods on the shapes-world edit suite, on natural "
-                          "photos (reconstruction) or on a PIE-Bench folder; resumable.")
+    parser.description = ("Benchmark inversion and editing methods on the shapes-world edit suite, its textured-world "
+                          "counterpart (textures and held-out photos), natural photos (reconstruction) or a "
+                          "PIE-Bench folder; resumable.")
     parser.add_argument("--out", required=True, metavar="DIR", help="results folder: results.csv/json, report.md, "
                         "plots and images; rerunning with the same folder resumes")
     parser.add_argument("--suite", choices=SUITES, default="shapes", help="what to evaluate (default shapes)")
@@ -243,10 +247,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PIE-Bench folder holding mapping_file.json (with --suite piebench)")
     parser.add_argument("--methods", type=comma_list, metavar="M[,M...]", help="methods to run: "
                         f"{', '.join(available_methods())} (default: all)")
-    parser.add_argument("--n", type=int, help=f"images: scenes for shapes (default {DEFAULT_SCENES}); at most this "
-                        "many for photos and piebench (default all)")
+    parser.add_argument("--n", type=int, help=f"images: scenes for shapes and textured (default {DEFAULT_SCENES}); "
+                        "at most this many for photos and piebench (default all)")
     parser.add_argument("--edit-types", type=comma_list, metavar="T[,T...]",
-                        help=f"shapes edit types, in turn (default {','.join(EDIT_TYPES)})")
+                        help=f"edit types, in turn: shapes {','.join(EDIT_TYPES)} (the default), textured "
+                        f"{','.join(TEXTURED_EDIT_TYPES)} (the default)")
     parser.add_argument("--ablation", action="store_true", help="add the PTI ablation (inner steps, early stop, "
                         "c_T initialized from the target)")
     parser.add_argument("--seed", type=int, default=0, help="scenes and SDEdit noise (default 0)")

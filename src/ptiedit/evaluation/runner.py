@@ -167,20 +167,27 @@ class Runner:
                                          f"{spec.name}__{job.knob}__{row['edit']}"))
             yield row
 
-    def vae_round_trip(self, case: Case):
-        """The case image through the VAE and back: what a perfect inversion reconstructs (once per image)."""
-        if case.image_id not in self.round_trips:
-            image = self.family.decode_latents(self.family.encode_images([case.image]))[0]
-            save_once(image, image_path(self.out, self.suite, case.image_id, "vae_round_trip"))
-            self.round_trips[case.image_id] = image
-        return self.round_trips[case.image_id]
+    def vae_round_trip(self, case: Case, edit: EditCase | None = None):
+        """The case image (or the edit's ground truth) through the VAE and back: what a perfect inversion
+        reconstructs (or a perfect edit produces) on this model, once per image."""
+        name = "vae_round_trip" if edit is None else f"vae_round_trip__{edit.name}"
+        key = (case.image_id, name)
+        if key not in self.round_trips:
+            source = case.image if edit is None else edit.ground_truth
+            image = self.family.decode_latents(self.family.encode_images([source]))[0]
+            save_once(image, image_path(self.out, self.suite, case.image_id, name))
+            self.round_trips[key] = image
+        return self.round_trips[key]
 
     def score(self, output, case: Case, edit: EditCase) -> dict:
+        """Pixel-space fidelity, and PSNR against the VAE round trips, which the VAE does not cap."""
         row = {}
         if edit.ground_truth is not None:
             row |= compare(output, edit.ground_truth)
+            row["psnr_vae"] = compare(output, self.vae_round_trip(case, edit))["psnr"]
         if edit.edited is not None:
             row |= {f"{k}_unedited": v for k, v in compare(output, case.image, edit.edited).items()}
+            row["psnr_unedited_vae"] = compare(output, self.vae_round_trip(case), edit.edited)["psnr"]
         if edit.succeeded is not None:
             row["success"] = edit.succeeded(output)
         return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)

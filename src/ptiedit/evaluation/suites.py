@@ -3,6 +3,8 @@
 - shapes: seeded shapes-world scenes with a ground-truth edit each (render of the edited scene, mask of the
   pixels it changes, attribute-reader success check). Edit types cycle through EDIT_TYPES; scene j of a type
   depends only on (seed, type, j), so a larger --n or another list of types extends a run without changing it.
+- textured: the same on the textured world's texture and held-out photo backgrounds (detail no caption states;
+  issue 11's discrimination test), object edits only (TEXTURED_EDIT_TYPES); the reader is given the background.
 - photos: natural photos shipped inside installed packages, reconstruction only.
 - piebench: a user's PIE-Bench folder (piebench.py): edits with a region mask, no ground truth.
 Images are centre-cropped to squares at the model's resolution (as PIE-Bench's masks); shapes scenes are rendered at it.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -21,10 +24,13 @@ from ..toyworld.captions import caption
 from ..toyworld.edits import apply_edit, edit_mask, random_edit
 from ..toyworld.render import render
 from ..toyworld.scene import random_scene
+from ..toyworld.world import photo_names, random_world_scene
 from .piebench import fit_mask, load_piebench
 
-SUITES = ("shapes", "photos", "piebench")
+SUITES = ("shapes", "textured", "photos", "piebench")
 EDIT_TYPES = ("object_color", "object_shape", "background_color", "selective")
+TEXTURED_EDIT_TYPES = ("object_color", "object_shape", "selective")  # a texture or photo has no colour to edit
+TEXTURED_BACKGROUNDS = ("texture", "photo")
 SELECTIVE_KINDS = ("object_color", "object_shape")  # what a selective edit may change on one of two objects
 DEFAULT_SCENES = 100
 
@@ -57,35 +63,67 @@ def shapes_scene(seed: int, kind: str, index: int):
     return scene, random_edit(scene, rng, SELECTIVE_KINDS if kind == "selective" else (kind,))
 
 
-def edit_success(target_scene) -> Callable[[Image.Image], bool]:
-    """The attribute reader sees the target attribute reached and every other attribute kept."""
+def textured_scene(seed: int, kind: str, index: int, resolution: int):
+    """As shapes_scene, on a texture or a photo held out of training (the pip-package ones, so CI has them)."""
+    rng = random.Random(f"ptiedit-bench-textured:{seed}:{kind}:{index}")
+    while True:
+        scene = random_world_scene(rng, TEXTURED_BACKGROUNDS, n_objects=2 if kind == "selective" else 1,
+                                   photos="test", size=resolution)
+        try:
+            return scene, random_edit(scene, rng, SELECTIVE_KINDS if kind == "selective" else (kind,))
+        except ValueError:  # no other palette colour stands out on this background: draw another scene
+            continue
+
+
+def edit_success(target_scene, known_background: bool = False) -> Callable[[Image.Image], bool]:
+    """The attribute reader sees the target attribute reached and every other attribute kept; with
+    known_background it reads the objects as what differs from the target's own background."""
+    background = target_scene.background if known_background else None
+
     def succeeded(image: Image.Image) -> bool:
         from ..toyworld.reader import attribute_agreement, read_scene  # needs scipy: imported when used
 
-        return all(attribute_agreement(read_scene(image, len(target_scene.objects)), target_scene).values())
+        reading = read_scene(image, len(target_scene.objects), background=background)
+        return all(attribute_agreement(reading, target_scene).values())
     return succeeded
 
 
-def check_edit_types(edit_types) -> None:
-    unknown = [kind for kind in edit_types if kind not in EDIT_TYPES]
+def check_edit_types(edit_types, allowed: tuple[str, ...] = EDIT_TYPES) -> None:
+    unknown = [kind for kind in edit_types if kind not in allowed]
     if unknown or not edit_types:
         raise ValueError(f"unknown edit type {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(EDIT_TYPES)}")
+                         f"choose from {', '.join(allowed)}")
+
+
+def ground_truth_suite(draw: Callable, resolution: int, n: int, edit_types: tuple[str, ...],
+                       known_background: bool) -> list[Case]:
+    """n scenes from draw(kind, index) -> (scene, edit), edit types in turn, rendered at the model's resolution."""
+    cases = []
+    for i in range(n):
+        kind, index = edit_types[i % len(edit_types)], i // len(edit_types)
+        scene, edit = draw(kind, index)
+        target = apply_edit(scene, edit)
+        change = EditCase(f"{edit.kind}={edit.value}@{edit.index}", kind, caption(target), render(target, resolution),
+                          edit_mask(scene, edit, resolution) > 0, edit_success(target, known_background))
+        cases.append(Case(f"{kind}-{index:03d}", render(scene, resolution), caption(scene), [change]))
+    return cases
 
 
 def shapes_suite(resolution: int, n: int = DEFAULT_SCENES, seed: int = 0,
                  edit_types: tuple[str, ...] = EDIT_TYPES) -> list[Case]:
-    """n scenes, edit types in turn, rendered at the model's resolution."""
+    """n shapes-world scenes (solid backgrounds), edit types in turn."""
     check_edit_types(edit_types)
-    cases = []
-    for i in range(n):
-        kind, index = edit_types[i % len(edit_types)], i // len(edit_types)
-        scene, edit = shapes_scene(seed, kind, index)
-        target = apply_edit(scene, edit)
-        change = EditCase(f"{edit.kind}={edit.value}@{edit.index}", kind, caption(target), render(target, resolution),
-                          edit_mask(scene, edit, resolution) > 0, edit_success(target))
-        cases.append(Case(f"{kind}-{index:03d}", render(scene, resolution), caption(scene), [change]))
-    return cases
+    return ground_truth_suite(partial(shapes_scene, seed), resolution, n, edit_types, known_background=False)
+
+
+def textured_suite(resolution: int, n: int = DEFAULT_SCENES, seed: int = 0,
+                   edit_types: tuple[str, ...] = TEXTURED_EDIT_TYPES) -> list[Case]:
+    """n textured-world scenes on textures and held-out photos, edit types in turn."""
+    check_edit_types(edit_types, TEXTURED_EDIT_TYPES)
+    if not photo_names("test"):
+        raise ValueError("the textured suite needs the held-out package photos: install scikit-image or scikit-learn")
+    draw = partial(textured_scene, seed, resolution=resolution)
+    return ground_truth_suite(draw, resolution, n, edit_types, known_background=True)
 
 
 def package_photos() -> list[tuple[str, str, Callable[[], np.ndarray]]]:

@@ -105,9 +105,9 @@ class StableDiffusion:
         return self.encode_prompt("")
 
     # Denoiser --------------------------------------------------------------------------------------------------
-    def unet_inputs(self, z: torch.Tensor, cond: Conditioning) -> dict:
-        """Keyword arguments of the UNet call besides the latent and timestep."""
-        return {"encoder_hidden_states": cond.tokens.to(self.pipe.unet.dtype)}
+    def unet_inputs(self, z: torch.Tensor, cond: Conditioning, dtype: torch.dtype) -> dict:
+        """Keyword arguments of the UNet call besides the latent and timestep, in the UNet's dtype."""
+        return {"encoder_hidden_states": cond.tokens.to(dtype)}
 
     def __call__(self, z: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
         """eps(z, t, c) in fp32, whatever the UNet predicts (epsilon, v as in SD 2.x, or x0).
@@ -117,8 +117,9 @@ class StableDiffusion:
         """
         self.forward_calls += 1
         unet = self.pipe.unet
+        dtype = unet.dtype  # looked up once: diffusers walks every module for it (~3 ms on the embedded UNet)
         t = torch.as_tensor(t, device=z.device)
-        out = unet(z.to(unet.dtype), t, **self.unet_inputs(z, cond.expand(len(z)))).sample.float()
+        out = unet(z.to(dtype), t, **self.unet_inputs(z, cond.expand(len(z)), dtype)).sample.float()
         if self.prediction_type == "epsilon":
             return out
         a = float(self.alphas_cumprod[int(t.reshape(-1)[0])])
@@ -184,18 +185,18 @@ class StableDiffusionXL(StableDiffusion):
         empty = self.encode_prompt("")
         return empty.map(torch.zeros_like) if self.pipe.config.force_zeros_for_empty_prompt else empty
 
-    def time_ids(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def time_ids(self, z: torch.Tensor, pooled: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """add_time_ids (B, 6) for the image the latent decodes to: original size = target size, crop (0, 0),
         as the pipeline sets them when it generates at that size."""
         size = (z.shape[-2] * self.pipe.vae_scale_factor, z.shape[-1] * self.pipe.vae_scale_factor)
         # the pipeline checks the UNet's added-embedding width against time ids + pooled width
-        ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=self.pipe.unet.dtype,
+        ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=dtype,
                                           text_encoder_projection_dim=pooled.shape[-1])
         return ids.to(z.device).expand(len(z), -1)
 
-    def unet_inputs(self, z: torch.Tensor, cond: Conditioning) -> dict:
-        added = {"text_embeds": cond.pooled.to(self.pipe.unet.dtype), "time_ids": self.time_ids(z, cond.pooled)}
-        return {**super().unet_inputs(z, cond), "added_cond_kwargs": added}
+    def unet_inputs(self, z: torch.Tensor, cond: Conditioning, dtype: torch.dtype) -> dict:
+        added = {"text_embeds": cond.pooled.to(dtype), "time_ids": self.time_ids(z, cond.pooled, dtype)}
+        return {**super().unet_inputs(z, cond, dtype), "added_cond_kwargs": added}
 
 
 FAMILIES = (StableDiffusion, StableDiffusionXL)
