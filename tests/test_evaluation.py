@@ -322,6 +322,18 @@ def test_fidelity_against_the_vae_round_trip_is_not_capped_by_the_vae(tiny_pipe,
     assert row["psnr_unedited_vae"] > row["psnr_unedited"]
 
 
+def test_ablation_varies_each_method_one_factor_at_a_time():
+    from ptiedit.evaluation.bench import method_specs
+
+    specs = {s.name: s for s in method_specs(["pti", "null_text", "ddim+p2p"], True, None, 0)}
+    assert {"pti[inner_steps=0]", "pti[init=target]", "pti[guidance=3]", "null_text[lr=0.005]",
+            "null_text[early_stop=1e-06]", "null_text[guidance=5]"} <= set(specs)
+    assert not any(name.startswith("ddim") for name in specs if name != "ddim+p2p")
+    assert specs["pti[init=target]"].init == "target" and specs["pti"].init == "empty"
+    assert dict(specs["null_text[lr=0.005]"].options) == {"lr": 5e-3} and not specs["null_text"].options
+    assert [s.name for s in method_specs(["pti"], False, None, 0)] == ["pti"]
+
+
 def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     for args, message in [(["--out", str(tmp_path / "a"), "--methods", "pti,magic"], "unknown method magic"),
@@ -329,7 +341,7 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
                           (["--out", str(tmp_path / "b"), "--suite", "piebench"], "needs --piebench"),
                           (["--out", str(tmp_path / "c"), "--n", "0"], "--n must be at least 1"),
                           (["--out", str(tmp_path / "d"), "--edit-types", "hue,selective"], "unknown edit type hue"),
-                          (["--out", str(tmp_path / "e"), "--methods", "ddim", "--ablation"], "include pti"),
+                          (["--out", str(tmp_path / "e"), "--methods", "ddim+p2p", "--ablation"], "--ablation varies pti,"),
                           (["--out", str(tmp_path / "f"), "--batch-size", "0"], "--batch-size must be at least 1"),
                           (["--out", str(tmp_path / "g"), "--suite", "textured", "--edit-types", "background_color"],
                            "unknown edit type background_color"),
@@ -360,11 +372,15 @@ def test_bench_runs_piebench_folders_and_photos(tiny_model_dir, tmp_path):
     assert "VAE round trip" in (out / "report.md").read_text()
     out = tmp_path / "textured"
     assert bench("--out", str(out), "--model", str(tiny_model_dir), "--suite", "textured", "--n", "2", "--steps", "1",
-                 "--methods", "ddim") == 0
+                 "--methods", "ddim", "--ablation") == 0
     rows = read_rows(out / "results.csv")
-    edits = [r for r in rows if r["edit"] != "reconstruction"]
-    assert len(edits) == 2 and all(r["success"] in ("0", "1") and r["psnr_unedited"] for r in edits)
-    assert "## Textured-world edit suite" in (out / "report.md").read_text()
+    edits = {(r["method"], r["image"]): r for r in rows if r["edit"] != "reconstruction"}
+    assert {m for m, _ in edits} == {"ddim", "ddim[guidance=3]", "ddim[guidance=5]"}
+    assert all(r["success"] in ("0", "1") and r["psnr_unedited"] and r["psnr_vae"] for r in edits.values())
+    for image in ("object_color-000", "object_shape-000"):  # a variant's guidance reaches its inversion and edit
+        assert len({edits[m, image]["psnr"] for m in ("ddim", "ddim[guidance=3]", "ddim[guidance=5]")}) == 3
+    report = (out / "report.md").read_text()
+    assert "## Textured-world edit suite" in report and "| ddim[guidance=3] |" in report
 
 
 @pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(),

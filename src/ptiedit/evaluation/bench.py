@@ -35,10 +35,14 @@ from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, TEXTURED_EDIT_TYPES, Ca
 KNOBS = {"pti": ("eta", (0.4, 0.6, 0.7, 0.8, 0.9, 1.0), DEFAULT_ETA), "sdedit": ("strength", (0.3, 0.5, 0.7, 0.9), 0.5)}
 PLAIN = ("eta", (1.0,), 1.0)
 P2P = ("cross_replace", (0.2, 0.5, 0.8), 0.8)  # Prompt-to-Prompt word swap on top of a plain method
-# PTI ablation, one factor at a time against the defaults (the eta sweep is in every PTI row already).
-# inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding.
-ABLATION = ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-5}, {"early_stop": 1e-3},
-            {"init": "target"})
+# --ablation: one factor at a time against each method's defaults (every row sweeps its method's knob already).
+# PTI's own knobs (inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding); the baselines' main
+# knobs, so that each is compared at its best (issue 11); guidance for every method.
+GUIDANCE_VARIANTS = ({"guidance": 3.0}, {"guidance": 5.0})
+VARIANTS = {"pti": ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, {"early_stop": 1e-5},
+                    {"early_stop": 1e-3}, {"init": "target"}, *GUIDANCE_VARIANTS),
+            "null_text": ({"lr": 5e-3}, {"lr": 2e-2}, {"early_stop": 1e-4}, {"early_stop": 1e-6}, *GUIDANCE_VARIANTS),
+            "negative_prompt": GUIDANCE_VARIANTS, "ddim": GUIDANCE_VARIANTS, "sdedit": GUIDANCE_VARIANTS}
 COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_vae",
            "psnr_unedited", "ssim_unedited", "mse_unedited", "psnr_unedited_vae", "lpips_unedited", "clip_whole",
            "clip_edited", "structure_distance", "invert_seconds", "edit_seconds", "unet_calls", "source_prompt", "target_prompt")
@@ -72,7 +76,7 @@ class MethodSpec:
 
 
 def knob_of(name: str) -> tuple[str, tuple[float, ...], float]:
-    """(knob, values, default) of a method name: METHOD, METHOD+p2p or an ablation variant pti[...]."""
+    """(knob, values, default) of a method name: METHOD, METHOD+p2p or a variant METHOD[...]."""
     method = name.split("[")[0]
     return P2P if method.endswith("+p2p") else KNOBS.get(method, PLAIN)
 
@@ -92,7 +96,7 @@ def available_methods() -> list[str]:
 
 
 def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | None, seed: int) -> list[MethodSpec]:
-    """Specs for --methods (default: available_methods()), plus the PTI ablation variants if asked."""
+    """Specs for --methods (default: available_methods()), plus their --ablation variants (VARIANTS) if asked."""
     available = available_methods()
     names = available if names is None else names
     unknown = [n for n in names if n not in available]
@@ -108,12 +112,11 @@ def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | Non
         base = MethodSpec(name, method, knob, values, tuple(options.items()),
                           "empty" if method == "pti" else "source")
         specs.append(base)
-        if ablation and method == "pti":
-            for change in ABLATION:
-                variant = {**options, **{k: v for k, v in change.items() if k != "init"}}
-                label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in change.items())
-                specs.append(MethodSpec(f"pti[{label}]", "pti", knob, values, tuple(variant.items()),
-                                        change.get("init", base.init)))
+        for change in VARIANTS.get(name, ()) if ablation else ():
+            variant = {**options, **{k: v for k, v in change.items() if k != "init"}}
+            label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in change.items())
+            specs.append(MethodSpec(f"{name}[{label}]", method, knob, values, tuple(variant.items()),
+                                    change.get("init", base.init)))
     return specs
 
 
@@ -228,8 +231,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.ablation and "pti" not in (args.methods or ["pti"]):
-        raise ValueError("--ablation varies PTI: include pti in --methods")
+    if args.ablation and not set(args.methods or VARIANTS) & set(VARIANTS):
+        raise ValueError(f"--ablation varies {', '.join(VARIANTS)}: include one of them in --methods")
 
 
 def comma_list(text: str) -> list[str]:
@@ -252,8 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edit-types", type=comma_list, metavar="T[,T...]",
                         help=f"edit types, in turn: shapes {','.join(EDIT_TYPES)} (the default), textured "
                         f"{','.join(TEXTURED_EDIT_TYPES)} (the default)")
-    parser.add_argument("--ablation", action="store_true", help="add the PTI ablation (inner steps, early stop, "
-                        "c_T initialized from the target)")
+    parser.add_argument("--ablation", action="store_true", help="add one-factor variants of each method: PTI's "
+                        "inner steps, early stop and c_T init, null-text inversion's learning rate and early stop, "
+                        "and guidance 3 and 5 for every inverting method")
     parser.add_argument("--seed", type=int, default=0, help="scenes and SDEdit noise (default 0)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")

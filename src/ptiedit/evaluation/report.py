@@ -97,12 +97,12 @@ def matched_knob(knobs: dict, reference: float) -> str:
 
 
 def is_variant(method: str) -> bool:
-    """An ablation variant such as pti[inner_steps=2]: reported in the ablation table only."""
+    """A variant such as pti[inner_steps=2] or ddim[guidance=3]: reported in the variants table only."""
     return "[" in method
 
 
 def method_order(methods) -> list[str]:
-    """PTI first, ablation variants last, the rest as they came."""
+    """PTI first, variants last, the rest as they came."""
     methods = list(methods)
     return sorted(methods, key=lambda m: (m != "pti", is_variant(m), methods.index(m)))
 
@@ -173,11 +173,14 @@ def edit_suite_section(suite: str, summary: dict, rows: list[dict], default: Cal
                                 and r["kind"] == kind and r["success"] is not None]) for kind in kinds]
         by_kind.append([m, best[m]] + [cell_text({"success": list(c)}, "success") for c in cells])
     lines += table(["method", "setting"] + kinds, by_kind)
-    variants = [m for m in methods if m == "pti" or is_variant(m)]
-    if len(variants) > 1:
-        lines += ["", "### PTI ablation (one factor at a time against the defaults; best eta of each)", ""]
-        lines += settings_table([(m, best[m], edits[m][best[m]]) for m in variants],
-                                ("success", "psnr_unedited", "psnr", "recon_psnr", "invert_seconds", "unet_calls"))
+    variants = [m for m in methods if is_variant(m)]
+    if variants:
+        lines += ["", "### Variants (one factor at a time against each method's defaults; best setting of each)", ""]
+        of = {base: [v for v in variants if v.split("[")[0] == base] for base in main}
+        grouped = [m for base in main if of[base] for m in [base, *of[base]]]
+        lines += settings_table([(m, best[m], edits[m][best[m]]) for m in grouped],
+                                ("success", "psnr_unedited", "psnr_unedited_vae", "psnr", "recon_psnr",
+                                 "invert_seconds", "unet_calls"))
     lines += ["", "### Every setting", ""]
     lines += settings_table([(m, k, edits[m][k]) for m in methods for k in edits[m]],
                             ("success", "psnr", "psnr_unedited", *LEARNED, "edit_seconds"))

@@ -93,9 +93,11 @@ class Runner:
             calls.setdefault(key[1:2] + key[3:], []).append(key)
         for (method, options), keys in calls.items():
             start = time.perf_counter()
+            options = dict(options)  # a variant's guidance replaces the bench's; the edits use the inversion's
+            guidance = options.pop("guidance", self.guidance)
             inversions = invert(self.pipe, [missing[k][0].image for k in keys], method=method,
-                                prompt=[missing[k][1] for k in keys], steps=self.steps, guidance=self.guidance,
-                                progress=False, max_batch=self.batch_size, **dict(options))
+                                prompt=[missing[k][1] for k in keys], steps=self.steps, guidance=guidance,
+                                progress=False, max_batch=self.batch_size, **options)
             seconds = (time.perf_counter() - start) / len(keys)  # each image's share of the batched call
             self.cache.update({k: (inversion, seconds) for k, inversion in zip(keys, inversions)})
 
