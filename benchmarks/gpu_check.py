@@ -16,9 +16,9 @@ dtypes: on CUDA fp32, fp16 and bf16 (where the GPU supports it). On the CPU fp32
 costs about as much as fp32 again, which would take --quick past its 10-minute budget; half-precision numerics on
 the CPU are covered by tests/test_half_precision.py on the embedded model. --dtype overrides the choice.
 
-Peak memory is what stage 1 needs above the resident weights: measured over stage 1 without gradient
-checkpointing (as it runs by default), and over one tuning iteration (UNet forward + backward with respect to the
-conditioning, which is where stage 1 peaks) with it. CUDA: torch.cuda.max_memory_allocated after a reset. CPU: the
+Peak memory is what stage 1 needs above the resident weights, measured over one tuning iteration (UNet forward +
+backward with respect to the conditioning, which is where stage 1 peaks) without gradient checkpointing (as stage
+1 runs by default) and with it, so the two columns compare the same work. CUDA: torch.cuda.max_memory_allocated after a reset. CPU: the
 process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs) after glibc's malloc_trim has
 returned freed memory, so memory freed earlier cannot hide the probe's own allocations ("n/a" elsewhere).
 
@@ -144,11 +144,12 @@ def peak_memory(device: str):
     result["mib"] = resident_mib("VmHWM") - base
 
 
-def checkpointed_peak(pipe, z0: torch.Tensor, null) -> float | None:
-    """Peak MiB of one stage-1 tuning iteration (UNet forward + backward with respect to the conditioning) with
-    the UNet's gradient checkpointing on."""
+def tuning_peak(pipe, z0: torch.Tensor, null, checkpointing: bool) -> float | None:
+    """Peak MiB of one stage-1 tuning iteration (UNet forward + backward with respect to the conditioning), with
+    or without the UNet's gradient checkpointing."""
     family = model_family(pipe)
-    pipe.unet.enable_gradient_checkpointing()
+    if checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
     try:
         cond = null.map(lambda t: t.detach().clone().requires_grad_(True))
         with peak_memory(str(family.device)) as peak:
@@ -197,11 +198,11 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
 
     # 1. PTI stage 1 (c_T from the empty prompt, as ptiedit.invert does by default).
     calls = family.forward_calls
-    with UNetTimer(pipe.unet, sync) as unet_time, peak_memory(device) as peak:
+    with UNetTimer(pipe.unet, sync) as unet_time:
         result, row["stage1_s"] = timed(lambda: prompt_tuning_inversion(
             family, z0, schedule, prompt=null, null=null, guidance=GUIDANCE, inner_steps=settings.inner_steps,
             early_stop=settings.early_stop, progress=False), sync)
-    row["stage1_calls"], row["peak_mib"] = family.forward_calls - calls, peak["mib"]
+    row["stage1_calls"] = family.forward_calls - calls
     row["outside_unet"] = 1 - unet_time.seconds / row["stage1_s"]
     z_T, cond, uncond, stats, _ = result.item(0)
     fell = sum(after < before for after, before in zip(stats["loss"], stats["initial_loss"]))
@@ -233,8 +234,8 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
     reference = result.reconstruction
     row["replay_err"] = float((replay - reference).square().mean().sqrt() / reference.square().mean().sqrt())
 
-    # 5. The same peak with gradient checkpointing: one tuning iteration, stage 1's peak (its latents are tiny).
-    row["peak_ckpt_mib"] = checkpointed_peak(pipe, z0, null)
+    # 5. Stage 1's peak: one tuning iteration (its latents are tiny), without and with gradient checkpointing.
+    row["peak_mib"], row["peak_ckpt_mib"] = (tuning_peak(pipe, z0, null, c) for c in (False, True))
     return row
 
 

@@ -269,6 +269,7 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert len(results["rows"]) == len(rows) and "pti" in results["summary"]["shapes"]["edits"]
     report = (out / "report.md").read_text()
     assert "best setting" in report and "skipped: no local weights" in report and "| pti |" in report
+    assert "Rows made in 1 run of the command" in report and "resumed" not in report
     # A rerun skips every finished row; a lost row is made again, the others are kept as they were.
     before = (out / "results.csv").read_text()
     assert bench(*common) == 0 and (out / "results.csv").read_text() == before
@@ -277,6 +278,8 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert bench(*common) == 0
     again = read_rows(out / "results.csv")
     assert len(again) == len(rows) and again[:-3] == rows[:-3]
+    assert [run["rows"] for run in json.loads((out / "results.json").read_text())["runs"]] == [len(rows), 0, 3]
+    assert "Rows made in 3 runs of the command" in (out / "report.md").read_text()
     assert {(r["method"], r["knob"], r["image"]) for r in again} == {(r["method"], r["knob"], r["image"]) for r in rows}
     # Other settings in the same folder are refused before the model loads.
     capsys.readouterr()

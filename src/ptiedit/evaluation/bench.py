@@ -14,7 +14,9 @@ import csv
 import inspect
 import json
 import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -49,6 +51,7 @@ COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr"
 KEY = ("suite", "method", "knob", "image", "edit")
 TEXT_COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "source_prompt", "target_prompt")
 SETTINGS_FILE = "bench.json"
+RUNS_FILE = "runs.jsonl"  # one line per run of the command on this folder: when, how many rows, how long
 DEFAULT_BATCH = 8
 RESUME_SETTINGS = ("model", "model_sha256", "steps", "guidance", "seed", "inner_steps")
 
@@ -172,6 +175,23 @@ def parse_row(row: dict) -> dict:
         value = row.get(key) or ""
         parsed[key] = value if key in TEXT_COLUMNS else (float(value) if value else None)
     return parsed
+
+
+def log_run(out: Path, rows: int, seconds: float, device: str) -> None:
+    """Append this run to RUNS_FILE, so a report made over several (resumed) runs can say so."""
+    import torch
+
+    run = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+           "seconds": round(seconds, 1), "device": device, "threads": torch.get_num_threads()}
+    with (out / RUNS_FILE).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(run) + "\n")
+
+
+def read_runs(out: Path) -> list[dict]:
+    path = out / RUNS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def check_out(out: Path, settings: dict) -> None:
@@ -301,12 +321,17 @@ def run(args: argparse.Namespace) -> int:
         for edit in case.edits:
             if edit.ground_truth is not None:
                 save_once(edit.ground_truth, image_path(out, args.suite, case.image_id, f"ground_truth__{edit.name}"))
-    with tqdm(total=len(todo), desc="bench", disable=args.quiet) as bar:
-        for row in runner.rows(todo):
-            results.append(row)
-            bar.update()
+    started, made = time.perf_counter(), 0
+    try:
+        with tqdm(total=len(todo), desc="bench", disable=args.quiet) as bar:
+            for row in runner.rows(todo):
+                results.append(row)
+                made += 1
+                bar.update()
+    finally:  # an interrupted run is logged too: its rows stay in results.csv
+        log_run(out, made, time.perf_counter() - started, args.device)
     reported = [row for row in results.rows if tuple(row[k] for k in KEY) in planned]  # this command's rows only
-    write_outputs(out, reported, settings, learned.status(), default_knob)
+    write_outputs(out, reported, settings, learned.status(), default_knob, read_runs(out))
     if not args.quiet:
         print(f"ptiedit bench: wrote {out / 'report.md'}", file=sys.stderr)
     return 0

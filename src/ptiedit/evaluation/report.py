@@ -217,13 +217,28 @@ def piebench_section(summary: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def header(settings: dict, learned: dict) -> list[str]:
+def runs_text(runs: list[dict], rows: int) -> str:
+    """How the rows were made: one run, or several whose per-row times mix machine states."""
+    if not runs:
+        return ""
+    logged = sum(run["rows"] for run in runs)
+    text = (f" Rows made in {len(runs)} run{'s' if len(runs) > 1 else ''} of the command "
+            f"({sum(run['seconds'] for run in runs) / 60:.1f} min wall time in all, "
+            f"threads {'/'.join(str(run['threads']) for run in runs)})")
+    if len(runs) > 1:
+        text += ": the run was resumed, so per-row times mix the runs' machine states"
+    if logged < rows:
+        text += f"; {rows - logged} rows come from runs whose end was not logged (killed)"
+    return text + "."
+
+
+def header(settings: dict, learned: dict, runs: list[dict], rows: int) -> list[str]:
     return ["# ptiedit bench report", "",
             f"Model {settings['model']} (sha256 {settings['model_sha256']}), {settings['resolution']} px; "
             f"{settings['steps']} DDIM steps, guidance {settings['guidance']}, seed {settings['seed']}, inner "
             f"steps {settings['inner_steps'] if settings['inner_steps'] is not None else 'method defaults'}. "
             f"Up to {settings.get('batch_size', 1)} images inverted and edited together: times (inversion s, edit s) "
-            "are each image's or row's share of a batched call's wall time.", "",
+            f"are each image's or row's share of a batched call's wall time.{runs_text(runs, rows)}", "",
             "## Metrics", "",
             f"- Images in [0, 1], data_range 1.0. PSNR = 10 log10(1 / MSE), capped at {PSNR_CAP:g} dB (identical "
             "images). MSE: mean over pixels and RGB channels.",
@@ -334,12 +349,13 @@ def finite(value):
     return value
 
 
-def write_outputs(out: Path, rows: list[dict], settings: dict, learned: dict, default: Callable[[str], str]) -> None:
+def write_outputs(out: Path, rows: list[dict], settings: dict, learned: dict, default: Callable[[str], str],
+                  runs: list[dict]) -> None:
     """results.json, report.md and, per suite, the trade-off plot and the qualitative grid."""
     summary = summarize(rows)
-    results = {"settings": settings, "metrics": learned, "summary": summary, "rows": rows}
+    results = {"settings": settings, "metrics": learned, "runs": runs, "summary": summary, "rows": rows}
     (out / "results.json").write_text(json.dumps(finite(results), indent=1), encoding="utf-8")
-    lines = header(settings, learned)
+    lines = header(settings, learned, runs, len(rows))
     sections = {"shapes": partial(edit_suite_section, "shapes", default=default),
                 "textured": partial(edit_suite_section, "textured", default=default),
                 "photos": photos_section, "piebench": piebench_section}
