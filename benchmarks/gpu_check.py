@@ -18,9 +18,10 @@ the CPU are covered by tests/test_half_precision.py on the embedded model. --dty
 
 Peak memory is what stage 1 needs above the resident weights, measured over one tuning iteration (UNet forward +
 backward with respect to the conditioning, which is where stage 1 peaks) without gradient checkpointing (as stage
-1 runs by default) and with it, so the two columns compare the same work. CUDA: torch.cuda.max_memory_allocated after a reset. CPU: the
-process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs) after glibc's malloc_trim has
-returned freed memory, so memory freed earlier cannot hide the probe's own allocations ("n/a" elsewhere).
+1 runs by default) and with it, so the two columns compare the same work. CUDA: torch.cuda.max_memory_allocated
+after a reset. CPU: the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs) after
+glibc's malloc_trim has returned freed memory, so memory freed earlier cannot hide the probe's own allocations
+("n/a" elsewhere).
 
 Run: python benchmarks/gpu_check.py [--device cuda|cpu] [--quick] [--arch NAME ...] [--dtype fp16 ...]
                                     [--compare-nti] [--out FILE [--force]]
