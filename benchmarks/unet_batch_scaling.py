@@ -32,9 +32,8 @@ from ptiedit.models.family import model_family
 INNER_STEPS = 10  # PTI's default: the last evaluation of a step that used the whole budget needs no backward
 
 
-def time_calls(family, z1: torch.Tensor, c1: torch.Tensor, sizes: list[int], repeats: int) -> dict:
+def time_calls(unet, z1: torch.Tensor, c1: torch.Tensor, sizes: list[int], repeats: int) -> dict:
     """{B: (forward+backward ms, forward ms)}, medians over interleaved repeats."""
-    unet = family.pipe.unet
     t = torch.tensor(500)
 
     def forward_backward(b):
@@ -115,7 +114,7 @@ def main():
     side = family.default_size // pipe.vae_scale_factor
     z1 = torch.randn(1, pipe.unet.config.in_channels, side, side, generator=torch.Generator().manual_seed(0))
     c1 = family.encode_prompt("a big red circle").tokens
-    costs = time_calls(family, z1, c1, sizes, args.repeats)
+    costs = time_calls(pipe.unet, z1, c1, sizes, args.repeats)
     print(f"UNet of {args.model or 'the embedded model'}, {args.threads} threads, medians of {args.repeats}")
     print("| B | forward+backward ms | forward ms | ceiling B x t(1) / t(B), forward+backward | forward |")
     print("|---|---|---|---|---|")

@@ -20,7 +20,7 @@ from ..editing.edit import sample_edits
 from ..editing.p2p import P2PConfig
 from ..inversion.invert import invert
 from ..models.family import model_family
-from .metrics import LearnedMetrics, compare
+from .metrics import LearnedMetrics, compare, psnr
 from .report import RECONSTRUCTION, image_path
 from .suites import Case, EditCase
 
@@ -186,10 +186,10 @@ class Runner:
         row = {}
         if edit.ground_truth is not None:
             row |= compare(output, edit.ground_truth)
-            row["psnr_vae"] = compare(output, self.vae_round_trip(case, edit))["psnr"]
+            row["psnr_vae"] = psnr(output, self.vae_round_trip(case, edit))
         if edit.edited is not None:
             row |= {f"{k}_unedited": v for k, v in compare(output, case.image, edit.edited).items()}
-            row["psnr_unedited_vae"] = compare(output, self.vae_round_trip(case), edit.edited)["psnr"]
+            row["psnr_unedited_vae"] = psnr(output, self.vae_round_trip(case), edit.edited)
         if edit.succeeded is not None:
             row["success"] = edit.succeeded(output)
         return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)

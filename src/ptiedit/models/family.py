@@ -117,7 +117,7 @@ class StableDiffusion:
         """
         self.forward_calls += 1
         unet = self.pipe.unet
-        dtype = unet.dtype  # looked up once: diffusers walks every module for it (~3 ms on the embedded UNet)
+        dtype = unet.dtype  # looked up once: diffusers walks every module for it (~1 ms on the embedded UNet)
         t = torch.as_tensor(t, device=z.device)
         out = unet(z.to(dtype), t, **self.unet_inputs(z, cond.expand(len(z)), dtype)).sample.float()
         if self.prediction_type == "epsilon":
