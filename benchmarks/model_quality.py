@@ -1,5 +1,6 @@
 """Quality bars of the embedded shapes-world model (issue: embedded model): VAE PSNR, caption agreement of
-generated images (seen and held-out combinations), generation time, PTI reconstruction PSNR.
+generated images (on solid backgrounds, seen and held-out combinations; objects on textures and photos, read by
+the finder), generation time, PTI reconstruction PSNR.
 
 Run: python benchmarks/model_quality.py [--model DIR] [--json OUT.json]
      python benchmarks/model_quality.py --vae DIR   (the VAE bars of issue 11 only, e.g. on a training snapshot:
@@ -20,9 +21,11 @@ import torch
 import ptiedit
 from ptiedit.models.family import model_family
 from ptiedit.toyworld.captions import caption
+from ptiedit.toyworld.finder import matches_objects
 from ptiedit.toyworld.reader import matches_caption, parse_caption, read_scene
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import random_scene
+from ptiedit.toyworld.world import random_world_scene
 
 
 
@@ -67,6 +70,23 @@ def caption_agreement(pipe, n: int, held_out: bool, seed: int, batch: int = 25) 
                     stated[attribute] += 1
                     agree[attribute] += seen == wanted
     return {"all_stated": hits / n} | {a: agree[a] / stated[a] for a in stated}
+
+
+def textured_agreement(pipe, n: int, seed: int, batch: int = 25) -> dict:
+    """Share of images generated for captions of one-object texture and photo scenes (the captions name only the
+    object) in which the finder sees every stated attribute, and per attribute."""
+    rng = random.Random(seed)
+    captions = [caption(random_world_scene(rng, kinds=("texture", "photo"), n_objects=1, photos="test"), rng)
+                for _ in range(n)]
+    totals = Counter()
+    for start in range(0, n, batch):
+        prompts = captions[start:start + batch]
+        generator = torch.Generator().manual_seed(seed + start)
+        images = pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generator).images
+        for image, text in zip(images, prompts):
+            totals.update({a: int(v) for a, v in matches_objects(image, text).items()})
+    stated = Counter(a for text in captions for a in parse_caption(text).objects[0])
+    return {"all_stated": totals["all"] / n} | {a: totals[a] / stated[a] for a in stated}
 
 
 def generation_seconds(pipe) -> float:
@@ -118,6 +138,7 @@ def main():
     parser.add_argument("--vae-images", type=int, default=500)
     parser.add_argument("--captions", type=int, default=300)
     parser.add_argument("--held-out-captions", type=int, default=100)
+    parser.add_argument("--textured-captions", type=int, default=200)
     parser.add_argument("--pti-images", type=int, default=10)
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=2)
@@ -141,7 +162,8 @@ def main():
     print(f"one image, 50 DDIM steps with CFG: {results['generation_seconds']:.2f} s", flush=True)
     results["caption_agreement_seen"] = caption_agreement(pipe, args.captions, held_out=False, seed=200)
     results["caption_agreement_held_out"] = caption_agreement(pipe, args.held_out_captions, held_out=True, seed=300)
-    for split in ("seen", "held_out"):
+    results["caption_agreement_textured"] = textured_agreement(pipe, args.textured_captions, seed=600)
+    for split in ("seen", "held_out", "textured"):
         rates = ", ".join(f"{a} {r:.1%}" for a, r in results[f"caption_agreement_{split}"].items())
         print(f"caption agreement, {split} combinations: {rates}", flush=True)
     results["pti_psnr_db"], results["ddim_cfg_psnr_db"] = pti_reconstruction_psnr(pipe, args.pti_images, seed=400)

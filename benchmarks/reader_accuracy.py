@@ -2,7 +2,8 @@
 
 On fresh renders, on renders degraded by blur and colour noise, and (with --model) on VAE round trips; then
 the same on the textured world (patterns, textures, held-out photos, jittered objects), where the reader is given
-each scene's background, reported per background kind.
+each scene's background, reported per background kind; then the finder, with and without the background, on one-object
+texture and photo scenes: how often all attributes of the true caption hold, and of a caption with one attribute changed.
 Run: python benchmarks/reader_accuracy.py [--n 500] [--model DIR_OR_VAE_PT]
 --model takes a diffusers Stable Diffusion folder (its vae/ subfolder is used), a bare AutoencoderKL folder (e.g. a
 training snapshot's vae/) or a train.py checkpoint vae.pt.
@@ -10,17 +11,21 @@ training snapshot's vae/) or a train.py checkpoint vae.pt.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from ptiedit.toyworld.captions import describe
+from ptiedit.toyworld.finder import matches_objects
 from ptiedit.toyworld.reader import ATTRIBUTES, attribute_agreement, read_scene
 from ptiedit.toyworld.render import render
-from ptiedit.toyworld.scene import is_held_out, random_scene
+from ptiedit.toyworld.scene import COLORS, POSITIONS, SHAPES, SIZES, is_held_out, random_scene
 from ptiedit.toyworld.world import BACKGROUND_KINDS, background_kind, random_world_scene
 
 
@@ -67,6 +72,25 @@ def accuracy(images, scenes, given_count: bool, known_background: bool = False) 
         agreement = attribute_agreement(reading, scene)
         totals.update({k: int(v) for k, v in agreement.items()} | {"all": int(all(agreement.values()))})
     return {k: totals[k] / len(scenes) for k in (*ATTRIBUTES, "all")}
+
+
+def finder_accuracy(images, scenes, rng: random.Random, known_background: bool) -> dict[str, float]:
+    """For the finder (given each scene's background or not): the share of images on which every attribute of the scene's full caption holds ("true"),
+    per attribute, and for each attribute the share on which all hold when that attribute alone is changed
+    ("<attribute> changed", which a perfect finder keeps at 0) and on which that attribute alone holds."""
+    options = {"color": list(COLORS), "shape": SHAPES, "size": SIZES, "position": POSITIONS}
+    totals = Counter()
+    for image, scene in zip(images, scenes):
+        obj = scene.objects[0]
+        background = scene.background if known_background else None
+        agreement = matches_objects(image, describe(obj, True, True), background)
+        totals.update({"true": int(agreement.pop("all"))} | {k: int(v) for k, v in agreement.items()})
+        for attribute, values in options.items():
+            wrong = replace(obj, **{attribute: rng.choice([v for v in values if v != getattr(obj, attribute)])})
+            agreement = matches_objects(image, describe(wrong, True, True), background)
+            totals[f"{attribute} changed"] += agreement["all"]
+            totals[f"{attribute} changed, {attribute}"] += agreement[attribute]
+    return {k: v / len(scenes) for k, v in totals.items()}
 
 
 def report(name: str, result: dict[str, float], seconds: float, n: int):
@@ -129,6 +153,17 @@ def main(argv=None):
             result = accuracy(images[list(indices)], [textured_scenes[i] for i in indices], args.given_count,
                               known_background=True)
             report(f"{name} [{kind}, n={len(indices)}]", result, time.perf_counter() - start, len(indices))
+    print("finder, one object on textures and photos: share of images with all attributes holding")
+    single = [random_world_scene(rng, kinds=("texture", "photo"), n_objects=1, held_out=None, photos=args.photos)
+              for _ in range(args.n)]
+    single_sets = {"fresh renders": np.stack([np.asarray(render(s)) for s in single])}
+    if args.model is not None:
+        single_sets["VAE round trip"] = vae_round_trip(vae, single_sets["fresh renders"])
+    for (name, images), known in itertools.product(single_sets.items(), (False, True)):
+        start = time.perf_counter()
+        result = finder_accuracy(images, single, random.Random(args.seed), known)
+        given = "background given" if known else "no background"
+        report(f"finder, {given}: {name} [n={args.n}]", result, time.perf_counter() - start, args.n)
 
 
 if __name__ == "__main__":

@@ -76,14 +76,20 @@ def textured_scene(seed: int, kind: str, index: int, resolution: int):
 
 
 def edit_success(target_scene, known_background: bool = False) -> Callable[[Image.Image], bool]:
-    """The attribute reader sees the target attribute reached and every other attribute kept; with
-    known_background it reads the objects as what differs from the target's own background."""
-    background = target_scene.background if known_background else None
+    """The attribute reader sees the target attribute reached and every other attribute kept. With
+    known_background the finder looks for each target object by its colour against the target's own background
+    (on VAE round trips of photo scenes it is right about 9 times in 10, read_scene 7)."""
 
     def succeeded(image: Image.Image) -> bool:
-        from ..toyworld.reader import attribute_agreement, read_scene  # needs scipy: imported when used
+        # need scipy: imported when used
+        from ..toyworld.finder import matches_objects
+        from ..toyworld.reader import CaptionSpec, attribute_agreement, read_scene
 
-        reading = read_scene(image, len(target_scene.objects), background=background)
+        if known_background:
+            stated = tuple({a: getattr(o, a) for a in ("shape", "color", "size", "position")}
+                           for o in target_scene.objects)
+            return matches_objects(image, CaptionSpec(None, stated), background=target_scene.background)["all"]
+        reading = read_scene(image, len(target_scene.objects))
         return all(attribute_agreement(reading, target_scene).values())
     return succeeded
 
