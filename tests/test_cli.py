@@ -487,18 +487,21 @@ def test_delegated_commands_load_lazily_and_name_what_to_install(capsys, tmp_pat
 
 
 def test_demo_writes_every_file_and_refuses_to_overwrite(capsys, tmp_path, model):
-    from ptiedit.demo import EDITS, ETAS, demo_files
+    from ptiedit.demo import ETAS, SCENES, demo_files
 
     folder = tmp_path / "new" / "demo"  # created with its parent
     code, out, err = run(capsys, "demo", "-o", folder, "--model", model)
     assert code == 0, err
-    assert len(progress_lines(err)) == 1, err  # one display for the inversion and all three edits
+    assert len(progress_lines(err)) == 1, err  # one display for the inversions and all edits
     assert out.startswith(f"wrote {len(demo_files(folder))} files to {folder}")
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in demo_files(folder))
     grid = Image.open(folder / "grid.png")
-    assert grid.height > len(EDITS) * 128 and grid.width > (2 + len(ETAS)) * 128  # plus labels
-    assert read_png_settings(folder / "object-color-green_eta0.80.png")["prompt"] == \
+    rows = sum(len(demo.edits) for demo in SCENES)
+    assert grid.height > rows * 128 and grid.width > (2 + len(ETAS)) * 128  # plus labels
+    assert read_png_settings(folder / "shapes-object-color-green_eta0.80.png")["prompt"] == \
         "a big green circle in the center on a white background"
+    assert read_png_settings(folder / "photo-object-color-yellow_eta0.80.png")["prompt"] == \
+        "a big yellow circle in the center"  # the photo goes unnamed
     before = snapshot(folder)
     code, _, err = run(capsys, "demo", "-o", folder, "--model", model)
     assert_one_error_line(code, err, "--force")

@@ -346,3 +346,13 @@ def test_finder_finds_nothing_where_the_caption_object_is_absent():
                                                            "all": False}
     with pytest.raises(ValueError, match="unknown colour"):
         find_objects(image, "teal")
+
+
+def test_shipped_photo_example_is_the_render_of_its_scene():
+    pytest.importorskip("skimage")
+    from PIL import Image
+
+    from ptiedit.demo import PHOTO_EXAMPLE, PHOTO_EXAMPLE_SIZE, PHOTO_SCENE
+
+    shipped = np.asarray(Image.open(PHOTO_EXAMPLE).convert("RGB"))
+    assert np.array_equal(shipped, np.asarray(render(PHOTO_SCENE, PHOTO_EXAMPLE_SIZE)))

@@ -393,10 +393,10 @@ def build_parser(argv: list[str]) -> ArgumentParser:
     add_common_options(p)
     p.set_defaults(run=cmd_reconstruct)
 
-    p = commands.add_parser("demo", help="edit a shapes-world scene three ways",
-                            description="Invert a rendered red circle on white with the embedded model, edit it "
-                            f"(green circle, yellow background, star) at eta {', '.join(map(str, DEMO_ETAS))} and "
-                            "write every image and a labelled grid.png.")
+    p = commands.add_parser("demo", help="edit two shapes-world scenes, one over a photo",
+                            description="Invert a red circle on white and a blue circle over a photo with the "
+                            "embedded model, edit them (green circle, yellow background, star; yellow circle, star) "
+                            f"at eta {', '.join(map(str, DEMO_ETAS))} and write every image and a labelled grid.png.")
     p.add_argument("-o", "--output", default="ptiedit-demo", metavar="DIR", help="folder (default ptiedit-demo)")
     add_common_options(p, show_model=False)
     p.set_defaults(run=cmd_demo)

@@ -169,8 +169,10 @@ def check_request(prompt, eta, steps, guidance, inner_steps, seed) -> dict:
 
 
 def render_examples(folder: Path, count: int = 4) -> list[list[str]]:
-    """A few shapes-world renders, each with a target prompt for one attribute edit of it."""
-    from ..toyworld import random_edit, random_scene, render, target_prompt
+    """A few shapes-world renders, each with a target prompt for one attribute edit of it, then the demo's shape
+    over a photo with its colour edit (the object changes, the photo stays)."""
+    from ..demo import PHOTO_EXAMPLE, PHOTO_SCENE
+    from ..toyworld import Edit, random_edit, random_scene, render, target_prompt
 
     rng = random.Random(4)
     examples = []
@@ -179,7 +181,7 @@ def render_examples(folder: Path, count: int = 4) -> list[list[str]]:
         path = folder / f"shapes-{index}.png"
         render(scene).save(path)
         examples.append([str(path), target_prompt(scene, random_edit(scene, rng, kinds=[kind]))])
-    return examples
+    return examples + [[str(PHOTO_EXAMPLE), target_prompt(PHOTO_SCENE, Edit("object_color", "yellow"))]]
 
 
 def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | None = None):
