@@ -270,6 +270,7 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "best setting" in report and "skipped: no local weights" in report and "| pti |" in report
     assert "Rows made in 1 run of the command" in report and "resumed" not in report
+    assert "ground truths' VAE round trips: the edit success of a perfect method" in report
     # A rerun skips every finished row; a lost row is made again, the others are kept as they were.
     before = (out / "results.csv").read_text()
     assert bench(*common) == 0 and (out / "results.csv").read_text() == before
@@ -323,6 +324,8 @@ def test_fidelity_against_the_vae_round_trip_is_not_capped_by_the_vae(tiny_pipe,
     row = runner.score(perfect, case, edit)
     assert row["psnr_vae"] == PSNR_CAP and row["psnr"] < 40  # the tiny random VAE garbles the pixels
     assert row["psnr_unedited_vae"] > row["psnr_unedited"]
+    # The reader's ceiling: its verdict on the perfect edit, whatever the method's output.
+    assert row["success_ceiling"] == row["success"] == runner.score(case.image, case, edit)["success_ceiling"]
 
 
 def test_ablation_varies_each_method_one_factor_at_a_time():

@@ -45,10 +45,10 @@ VARIANTS = {"pti": ({"inner_steps": 0}, {"inner_steps": 2}, {"inner_steps": 5}, 
                     {"early_stop": 1e-3}, {"init": "target"}, *GUIDANCE_VARIANTS),
             "null_text": ({"lr": 5e-3}, {"lr": 2e-2}, {"early_stop": 1e-4}, {"early_stop": 1e-6}, *GUIDANCE_VARIANTS),
             "negative_prompt": GUIDANCE_VARIANTS, "ddim": GUIDANCE_VARIANTS, "sdedit": GUIDANCE_VARIANTS}
-COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "psnr", "ssim", "mse", "psnr_vae",
-           "psnr_unedited", "ssim_unedited", "mse_unedited", "psnr_unedited_vae", "lpips_unedited", "clip_whole",
-           "clip_edited", "structure_distance", "invert_seconds", "edit_seconds", "unet_calls", "source_prompt",
-           "target_prompt")
+COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "success", "success_ceiling", "psnr", "ssim", "mse",
+           "psnr_vae", "psnr_unedited", "ssim_unedited", "mse_unedited", "psnr_unedited_vae", "lpips_unedited",
+           "clip_whole", "clip_edited", "structure_distance", "invert_seconds", "edit_seconds", "unet_calls",
+           "source_prompt", "target_prompt")
 KEY = ("suite", "method", "knob", "image", "edit")
 TEXT_COLUMNS = ("suite", "method", "knob", "image", "edit", "kind", "source_prompt", "target_prompt")
 SETTINGS_FILE = "bench.json"

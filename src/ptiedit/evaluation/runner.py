@@ -66,12 +66,13 @@ class Runner:
         self.family = model_family(pipe)
         self.cache: dict[tuple, tuple] = {}  # inversions of the current chunk of images
         self.sampled: dict[tuple, tuple] = {}  # edited latents of the current chunk
-        self.round_trips: dict[str, object] = {}
+        self.round_trips: dict[tuple, object] = {}  # VAE round trips of the current chunk's images
+        self.ceilings: dict[tuple, bool] = {}  # success_ceiling of the current chunk's edits
 
     def rows(self, work: list[tuple[Case, Job]]) -> Iterator[dict]:
         """One row per (case, job), made batch_size images at a time (see chunks_by_case for the order)."""
         for groups in chunks_by_case(work, self.batch_size):
-            self.cache, self.sampled, self.round_trips = {}, {}, {}  # a new chunk: the old ones are done with
+            self.cache, self.sampled, self.round_trips, self.ceilings = {}, {}, {}, {}  # the old chunk is done
             for group in groups:
                 yield from self.run_group(group)
 
@@ -181,6 +182,13 @@ class Runner:
             self.round_trips[key] = image
         return self.round_trips[key]
 
+    def success_ceiling(self, case: Case, edit: EditCase) -> bool:
+        """Whether the success check accepts the ground truth's VAE round trip (a perfect edit on this model)."""
+        key = (case.image_id, edit.name)
+        if key not in self.ceilings:
+            self.ceilings[key] = edit.succeeded(self.vae_round_trip(case, edit))
+        return self.ceilings[key]
+
     def score(self, output, case: Case, edit: EditCase) -> dict:
         """Pixel-space fidelity, and PSNR against the VAE round trips, which the VAE does not cap."""
         row = {}
@@ -192,4 +200,6 @@ class Runner:
             row["psnr_unedited_vae"] = psnr(output, self.vae_round_trip(case), edit.edited)
         if edit.succeeded is not None:
             row["success"] = edit.succeeded(output)
+            if edit.ground_truth is not None:
+                row["success_ceiling"] = self.success_ceiling(case, edit)
         return row | self.learned.scores(output, case.image, edit.target_prompt, edit.edited)
