@@ -84,3 +84,4 @@ def test_editing_changes_the_named_attribute(pipe):
         hits += bool(reading.objects) and (reading.background, reading.objects[0].shape,
                                            reading.objects[0].color) == wanted
     assert hits >= 3
+
