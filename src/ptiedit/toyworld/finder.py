@@ -40,9 +40,9 @@ def inpaint_background(pixels: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return np.where(hole[..., None], filled, pixels)
 
 
-def find_objects(image, color: str, n: int = 1, exclude: np.ndarray | None = None,
+def find_objects(image, color: str, exclude: np.ndarray | None = None,
                  background: Background | None = None) -> list[tuple[Obj, float, np.ndarray]]:
-    """Up to n objects of a palette colour: (object as read, template correlation, blob mask), best first.
+    """Candidate objects of a palette colour: (object as read, template correlation, blob mask), best first.
     exclude: pixels already taken by another object. background: the known background (a spec), used instead of
     the inpainted estimate."""
     if color not in COLORS:
@@ -70,8 +70,7 @@ def find_objects(image, color: str, n: int = 1, exclude: np.ndarray | None = Non
         distance = np.linalg.norm(pixels - under, axis=2)
         obj, score, _ = _read_blob(pixels, blob, distance, under, exclude=())
         found.append((obj, score, blob))
-    found.sort(key=lambda f: -f[1])
-    return found[:n]
+    return sorted(found, key=lambda f: -f[1])
 
 
 def matches_objects(image, spec: CaptionSpec | str, background: Background | None = None) -> dict[str, bool]:
