@@ -130,6 +130,9 @@ def test_snapshot_then_continue_resumes_every_stage_at_its_step(textured, tmp_pa
     assert (state["vae_step"], state["unet_step"]) == (2, 3)
     assert "--continue-from training-in-progress" in (dest / "README.md").read_text()
     assert sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) < 40e6  # fp16: small enough to commit
+    (dest / "notes.md").write_text("mine")  # a newer snapshot replaces the old one and keeps other files
+    assert cli(["toyworld", "train", "--world", "textured", "--out", str(textured), "--snapshot", str(dest)]) == 0
+    assert (dest / "notes.md").read_text() == "mine" and (dest / "training_state.json").is_file()
     out = tmp_path / "continued"
     args = ["toyworld", "train", "--world", "textured", "--out", str(out), "--continue-from", str(dest),
             "--vae-steps", "3", "--unet-steps", "4", "--dataset", "16", "--eval-images", "4", "--threads", "2",

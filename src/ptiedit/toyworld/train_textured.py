@@ -124,7 +124,8 @@ def _flags(settings: dict) -> str:
 
 
 def write_snapshot(out: Path, dest: Path) -> dict:
-    """Export OUT's latest checkpoints in fp16 to dest (replacing an earlier snapshot there, never other files):
+    """Export OUT's latest checkpoints in fp16 to dest (replacing an earlier snapshot there; other files in it are
+    kept, and a folder that is no snapshot is refused):
     vae/ (diffusers AutoencoderKL), unet/ + text_encoder/ + tokenizer/ once the UNet stage has checkpoints,
     the logs, a README, and training_state.json (the run's settings and the step of every stage)."""
     if dest.exists() and not (dest / STATE_FILE).is_file():
@@ -147,6 +148,9 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     (tmp / "logs").mkdir()
     for log in sorted(out.glob("*_log.csv")):
         shutil.copy(log, tmp / "logs" / log.name)
+    for extra in dest.glob("*") if dest.exists() else ():  # files the snapshot does not write are kept
+        if not (tmp / extra.name).exists():
+            extra.rename(tmp / extra.name)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return state
