@@ -48,43 +48,43 @@ def vae_psnr(pipe, n: int, seed: int) -> float:
     return statistics.mean(scores)
 
 
-def caption_agreement(pipe, n: int, held_out: bool, seed: int, batch: int = 25) -> dict:
+def generate(pipe, captions: list[str], seed: int, batch: int = 25):
+    """(image, caption) pairs: 50 DDIM steps, CFG 7.5, batch by batch with seeds fixed per batch."""
+    for start in range(0, len(captions), batch):
+        prompts = captions[start:start + batch]
+        generator = torch.Generator().manual_seed(seed + start)
+        yield from zip(pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generator).images, prompts)
+
+
+def caption_agreement(pipe, n: int, held_out: bool, seed: int) -> dict:
     """Share of generated images whose read attributes agree with every attribute their caption states, and
     per attribute (background; object attributes of one-object captions)."""
     rng = random.Random(seed)
     captions = [caption(random_scene(rng, held_out=held_out), rng) for _ in range(n)]
     hits, agree, stated = 0, Counter(), Counter()
-    for start in range(0, n, batch):
-        prompts = captions[start:start + batch]
-        generator = torch.Generator().manual_seed(seed + start)
-        images = pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generator).images
-        for image, text in zip(images, prompts):
-            hits += matches_caption(image, text)
-            spec = parse_caption(text)
-            reading = read_scene(image, n_objects=len(spec.objects))
-            checks = {"background": (reading.background, spec.background)}
-            if len(spec.objects) == 1 and reading.objects:
-                checks |= {a: (getattr(reading.objects[0], a), v) for a, v in spec.objects[0].items()}
-            for attribute, (seen, wanted) in checks.items():
-                if wanted is not None:
-                    stated[attribute] += 1
-                    agree[attribute] += seen == wanted
+    for image, text in generate(pipe, captions, seed):
+        hits += matches_caption(image, text)
+        spec = parse_caption(text)
+        reading = read_scene(image, n_objects=len(spec.objects))
+        checks = {"background": (reading.background, spec.background)}
+        if len(spec.objects) == 1 and reading.objects:
+            checks |= {a: (getattr(reading.objects[0], a), v) for a, v in spec.objects[0].items()}
+        for attribute, (seen, wanted) in checks.items():
+            if wanted is not None:
+                stated[attribute] += 1
+                agree[attribute] += seen == wanted
     return {"all_stated": hits / n} | {a: agree[a] / stated[a] for a in stated}
 
 
-def textured_agreement(pipe, n: int, seed: int, batch: int = 25) -> dict:
+def textured_agreement(pipe, n: int, seed: int) -> dict:
     """Share of images generated for captions of one-object texture and photo scenes (the captions name only the
     object) in which the finder sees every stated attribute, and per attribute."""
     rng = random.Random(seed)
     captions = [caption(random_world_scene(rng, kinds=("texture", "photo"), n_objects=1, photos="test"), rng)
                 for _ in range(n)]
     totals = Counter()
-    for start in range(0, n, batch):
-        prompts = captions[start:start + batch]
-        generator = torch.Generator().manual_seed(seed + start)
-        images = pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generator).images
-        for image, text in zip(images, prompts):
-            totals.update({a: int(v) for a, v in matches_objects(image, text).items()})
+    for image, text in generate(pipe, captions, seed):
+        totals.update({a: int(v) for a, v in matches_objects(image, text).items()})
     stated = Counter(a for text in captions for a in parse_caption(text).objects[0])
     return {"all_stated": totals["all"] / n} | {a: totals[a] / stated[a] for a in stated}
 
