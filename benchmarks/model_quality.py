@@ -28,11 +28,11 @@ from ptiedit.toyworld.scene import random_scene
 from ptiedit.toyworld.world import random_world_scene
 
 
-
 def round_trip(pipe, image):
     """The image through the model's VAE and back."""
     family = model_family(pipe)
     return family.decode_latents(family.encode_images([image]))[0]
+
 
 def psnr(a, b) -> float:
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
