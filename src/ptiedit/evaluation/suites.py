@@ -84,11 +84,10 @@ def edit_success(target_scene, known_background: bool = False) -> Callable[[Imag
     def succeeded(image: Image.Image) -> bool:
         # need scipy: imported when used
         from ..toyworld.finder import matches_objects
-        from ..toyworld.reader import ATTRIBUTES, CaptionSpec, attribute_agreement, read_scene
+        from ..toyworld.reader import OBJECT_ATTRIBUTES, CaptionSpec, attribute_agreement, read_scene
 
         if known_background:
-            object_attributes = ATTRIBUTES[2:]  # after background and count
-            stated = tuple({a: getattr(o, a) for a in object_attributes} for o in target_scene.objects)
+            stated = tuple({a: getattr(o, a) for a in OBJECT_ATTRIBUTES} for o in target_scene.objects)
             return matches_objects(image, CaptionSpec(None, stated), background=target_scene.background)["all"]
         reading = read_scene(image, len(target_scene.objects))
         return all(attribute_agreement(reading, target_scene).values())

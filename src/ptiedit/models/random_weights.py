@@ -3,7 +3,8 @@
 A folder holds a diffusers `model_index.json` and each component's config (`unet/config.json`, ...), as
 `save_pretrained` writes them minus the weight files. This lets the tests and `benchmarks/gpu_check.py` run
 full-size Stable Diffusion architectures with no download. Tokenizer folders may be left out: the embedded
-model's small CLIP tokenizer stands in (its ids fit any CLIP vocabulary, and the test architectures' 1000 ids).
+model's small CLIP tokenizer stands in (its ids fit any CLIP vocabulary; the test architectures take 1000 ids,
+so any stand-in fits).
 """
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ JITTER_PENALTY = 0.04  # correlation a blurred template at the jitter's extremes
 KNOWN_BACKGROUND_THRESHOLD = 40.0  # RGB distance from the known background that counts as foreground
 CLOSING = 2  # binary closing iterations of the foreground on textured and photo backgrounds
 MIN_CONTRAST = 20.0  # below this distance between object and background colour, coverage falls back to the blob
-ATTRIBUTES = ("background", "count", "shape", "color", "size", "position")
+OBJECT_ATTRIBUTES = ("shape", "color", "size", "position")
+ATTRIBUTES = ("background", "count") + OBJECT_ATTRIBUTES
 _PALETTE_NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], np.float32)
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -207,7 +208,7 @@ def _cell_distance(a: str, b: str) -> int:
 
 
 def _object_agreement(read: Obj, expected: Obj) -> dict[str, bool]:
-    return {a: getattr(read, a) == getattr(expected, a) for a in ("shape", "color", "size", "position")}
+    return {a: getattr(read, a) == getattr(expected, a) for a in OBJECT_ATTRIBUTES}
 
 
 def attribute_agreement(read: SceneReading | Scene, expected: Scene | SceneReading) -> dict[str, bool]:
@@ -220,7 +221,7 @@ def attribute_agreement(read: SceneReading | Scene, expected: Scene | SceneReadi
               "count": len(read.objects) == len(expected.objects)}
     pairings = list(itertools.permutations(range(len(read.objects)), len(expected.objects)))
     if not pairings:
-        return result | {a: False for a in ATTRIBUTES[2:]}
+        return result | {a: False for a in OBJECT_ATTRIBUTES}
 
     def cost(pairing):
         pairs = [(read.objects[i], e) for i, e in zip(pairing, expected.objects)]
@@ -229,7 +230,7 @@ def attribute_agreement(read: SceneReading | Scene, expected: Scene | SceneReadi
 
     best = min(pairings, key=cost)
     per_object = [_object_agreement(read.objects[i], e) for i, e in zip(best, expected.objects)]
-    return result | {a: all(p[a] for p in per_object) for a in ATTRIBUTES[2:]}
+    return result | {a: all(p[a] for p in per_object) for a in OBJECT_ATTRIBUTES}
 
 
 @dataclass(frozen=True)
