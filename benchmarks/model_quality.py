@@ -2,7 +2,7 @@
 generated images (on solid backgrounds, seen and held-out combinations; objects on textures and photos, read by
 the finder), generation time, PTI reconstruction PSNR.
 
-Run: python benchmarks/model_quality.py [--model DIR] [--json OUT.json]
+Run: python benchmarks/model_quality.py [--model DIR] [--parts vae generation reconstruction] [--json OUT.json]
      python benchmarks/model_quality.py --vae DIR   (the VAE bars of issue 11 only, e.g. on a training snapshot:
      PSNR on 500 crops of held-out photos and on 500 solid-colour renders, 64 px, posterior mean, 8-bit)
 """
@@ -99,19 +99,25 @@ def generation_seconds(pipe) -> float:
     return statistics.median(times[1:])
 
 
-def pti_reconstruction_psnr(pipe, n: int, seed: int) -> tuple[float, float]:
+def pti_reconstruction_psnr(pipe, scenes) -> tuple[float, float]:
     """Mean PSNR of PTI's eta=0 reconstruction against the VAE round trip, and of DDIM inversion with the true
     caption sampled back with CFG on it (PTI gets no caption)."""
-    rng = random.Random(seed)
     pti, ddim = [], []
-    for _ in range(n):
-        scene = random_scene(rng, held_out=None)
+    for scene in scenes:
         image = render(scene)
         reference = round_trip(pipe, image)
         for method, prompt, scores in (("pti", "", pti), ("ddim", caption(scene), ddim)):
             inversion = ptiedit.invert(pipe, image, method=method, prompt=prompt, progress=False)
             scores.append(psnr(ptiedit.reconstruct(pipe, inversion, progress=False), reference))
     return statistics.mean(pti), statistics.mean(ddim)
+
+
+def reconstruction_scenes(n: int, seed: int, textured: bool) -> list:
+    """n solid-background scenes, or n held-out texture and photo scenes (issue 11's discrimination bar)."""
+    rng = random.Random(seed)
+    if textured:
+        return [random_world_scene(rng, kinds=("texture", "photo"), photos="test") for _ in range(n)]
+    return [random_scene(rng, held_out=None) for _ in range(n)]
 
 
 def vae_bars(vae, n: int, photos: str, seed: int = 500) -> dict:
@@ -140,6 +146,10 @@ def main():
     parser.add_argument("--held-out-captions", type=int, default=100)
     parser.add_argument("--textured-captions", type=int, default=200)
     parser.add_argument("--pti-images", type=int, default=10)
+    parser.add_argument("--parts", nargs="+", default=["vae", "generation", "reconstruction"],
+                        choices=("vae", "generation", "reconstruction"),
+                        help="generation: time and caption agreement; reconstruction: PTI vs DDIM + CFG on solid "
+                             "scenes and on held-out texture/photo scenes (the discrimination bar: gap >= 10 dB)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -156,23 +166,29 @@ def main():
                 json.dump(results, f, indent=1)
         return
     pipe = ptiedit.load_pipeline(args.model)
-    results = {"vae_psnr_db": vae_psnr(pipe, args.vae_images, seed=100)}
-    print(f"VAE round trip PSNR on {args.vae_images} fresh renders: {results['vae_psnr_db']:.2f} dB", flush=True)
-    results["generation_seconds"] = generation_seconds(pipe)
-    print(f"one image, 50 DDIM steps with CFG: {results['generation_seconds']:.2f} s", flush=True)
-    results["caption_agreement_seen"] = caption_agreement(pipe, args.captions, held_out=False, seed=200)
-    results["caption_agreement_held_out"] = caption_agreement(pipe, args.held_out_captions, held_out=True, seed=300)
-    results["caption_agreement_textured"] = textured_agreement(pipe, args.textured_captions, seed=600)
-    for split in ("seen", "held_out", "textured"):
-        rates = ", ".join(f"{a} {r:.1%}" for a, r in results[f"caption_agreement_{split}"].items())
-        print(f"caption agreement, {split} combinations: {rates}", flush=True)
-    results["pti_psnr_db"], results["ddim_cfg_psnr_db"] = pti_reconstruction_psnr(pipe, args.pti_images, seed=400)
-    print(f"reconstruction vs VAE round trip on {args.pti_images} renders: PTI {results['pti_psnr_db']:.2f} dB, "
-          f"DDIM inversion + CFG {results['ddim_cfg_psnr_db']:.2f} dB")
+    results = {}
+    if "vae" in args.parts:
+        results["vae_psnr_db"] = vae_psnr(pipe, args.vae_images, seed=100)
+        print(f"VAE round trip PSNR on {args.vae_images} fresh renders: {results['vae_psnr_db']:.2f} dB", flush=True)
+    if "generation" in args.parts:
+        results["generation_seconds"] = generation_seconds(pipe)
+        print(f"one image, 50 DDIM steps with CFG: {results['generation_seconds']:.2f} s", flush=True)
+        results["caption_agreement_seen"] = caption_agreement(pipe, args.captions, held_out=False, seed=200)
+        results["caption_agreement_held_out"] = caption_agreement(pipe, args.held_out_captions, held_out=True,
+                                                                  seed=300)
+        results["caption_agreement_textured"] = textured_agreement(pipe, args.textured_captions, seed=600)
+        for split in ("seen", "held_out", "textured"):
+            rates = ", ".join(f"{a} {r:.1%}" for a, r in results[f"caption_agreement_{split}"].items())
+            print(f"caption agreement, {split} combinations: {rates}", flush=True)
+    if "reconstruction" in args.parts:
+        for name, textured in (("solid", False), ("textured", True)):
+            pti, ddim = pti_reconstruction_psnr(pipe, reconstruction_scenes(args.pti_images, 400, textured))
+            results[f"pti_psnr_db_{name}"], results[f"ddim_cfg_psnr_db_{name}"] = pti, ddim
+            print(f"reconstruction vs VAE round trip, {args.pti_images} {name} scenes: PTI {pti:.2f} dB, "
+                  f"DDIM inversion + CFG {ddim:.2f} dB (gap {pti - ddim:.1f} dB)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-
 
 if __name__ == "__main__":
     main()
