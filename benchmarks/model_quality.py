@@ -1,6 +1,7 @@
 """Quality bars of the embedded shapes-world model (issue: embedded model): VAE PSNR, caption agreement of
 generated images (on solid backgrounds, seen and held-out combinations; objects on textures and photos, read by
-the finder), generation time, PTI reconstruction PSNR.
+the finder), generation time, and reconstruction against the VAE round trip: PTI vs DDIM inversion + CFG on solid
+scenes and on held-out texture/photo scenes (issue 11's discrimination bar).
 
 Run: python benchmarks/model_quality.py [--model DIR] [--parts vae generation reconstruction] [--json OUT.json]
      python benchmarks/model_quality.py --vae DIR   (the VAE bars of issue 11 only, e.g. on a training snapshot:
@@ -133,6 +134,12 @@ def vae_bars(vae, n: int, photos: str, seed: int = 500) -> dict:
             "vae_solid_psnr_db": psnr_db(vae, solid)}
 
 
+def write_json(results: dict, path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the embedded model")
@@ -161,9 +168,7 @@ def main():
         print(f"VAE round trip PSNR, {args.vae_images} crops of held-out photos ({', '.join(results['photos'])}): "
               f"{results['vae_photo_psnr_db']:.2f} dB (bar 27); {args.vae_images} solid-colour renders: "
               f"{results['vae_solid_psnr_db']:.2f} dB (bar 34)")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
+        write_json(results, args.json)
         return
     pipe = ptiedit.load_pipeline(args.model)
     results = {}
@@ -186,9 +191,8 @@ def main():
             results[f"pti_psnr_db_{name}"], results[f"ddim_cfg_psnr_db_{name}"] = pti, ddim
             print(f"reconstruction vs VAE round trip, {args.pti_images} {name} scenes: PTI {pti:.2f} dB, "
                   f"DDIM inversion + CFG {ddim:.2f} dB (gap {pti - ddim:.1f} dB)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(results, args.json)
+
 
 if __name__ == "__main__":
     main()
