@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import ptiedit.images
+from ptiedit.editing.edit import DEFAULT_ETA
 from ptiedit.images import fit_to_model, load_image, pixels_sha256
 from ptiedit.interfaces import cli
 from ptiedit.outputs import read_png_settings
@@ -99,12 +100,12 @@ def test_edit_writes_a_png_carrying_its_settings(capsys, tmp_path, image, model)
         parameters = png.text["parameters"]
     settings = read_png_settings(out)
     expected_sha = pixels_sha256(model_view(image))
-    assert settings == {"prompt": TARGET, "eta": 0.8, "seed": 7, "steps": 2, "guidance": 5.0, "inner_steps": 1,
+    assert settings == {"prompt": TARGET, "eta": DEFAULT_ETA, "seed": 7, "steps": 2, "guidance": 5.0, "inner_steps": 1,
                         "init_prompt": "", "method": "pti", "model": str(Path(model).resolve()),
                         "model_sha256": settings["model_sha256"], "input_sha256": expected_sha,
                         "version": ptiedit.__version__}
     assert "\n" not in parameters
-    for part in (f'Prompt: "{TARGET}"', "Eta: 0.8", "Steps: 2", "Guidance: 5.0", "Inner steps: 1", "Seed: 7",
+    for part in (f'Prompt: "{TARGET}"', f"Eta: {DEFAULT_ETA}", "Steps: 2", "Guidance: 5.0", "Inner steps: 1", "Seed: 7",
                  "Method: pti", f"Input sha256: {expected_sha}"):
         assert part in parameters
 

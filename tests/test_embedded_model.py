@@ -11,7 +11,7 @@ from ptiedit.toyworld.captions import caption
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
 
-UNEDITED_PSNR = 15.5  # dB; the shipped weights keep 16.7 (model card, "Limits")
+UNEDITED_PSNR = 15.0  # dB; the shipped weights keep 15.7 at the default eta 0.9 (16.7 at 0.8)
 SCENE = Scene("white", (Obj("circle", "red", "big", "center"),))
 
 
@@ -114,7 +114,7 @@ def test_pti_reconstructs_held_out_photos_as_well_as_the_vae_does(pipe):
 
 def test_colour_edit_over_a_photo_changes_the_object_and_keeps_the_photo(pipe):
     """The demo's blue circle over a held-out photo becomes yellow (default eta); outside the object the picture
-    keeps at least UNEDITED_PSNR dB of the input's VAE round trip (16.7 dB measured on the shipped weights)."""
+    keeps at least UNEDITED_PSNR dB of the input's VAE round trip (15.7 dB measured on the shipped weights)."""
     from scipy import ndimage
 
     from ptiedit.demo import PHOTO_SCENE, SCENES

@@ -230,7 +230,7 @@ def test_photos_suite_fits_package_photos_to_the_model():
 # -------------------------------------------------------------------------------------------------------- bench
 
 def test_report_picks_best_and_matched_settings():
-    from ptiedit.evaluation.report import best_knob, matched_knob
+    from ptiedit.evaluation.report import best_knob, fidelity_column, matched_knob
 
     def cell(success, unedited):
         return {"success": [success, 0, 1], "psnr_unedited": [unedited, 0, 99]}
@@ -240,7 +240,19 @@ def test_report_picks_best_and_matched_settings():
     assert matched_knob(knobs, 28.5) == "eta=0.4" and matched_knob(knobs, 22.9) == "eta=1"
     unscored = {"eta=0.4": {"psnr_unedited": [30.0, 0, 99]}, "eta=0.8": {"psnr_unedited": [25.0, 0, 99]}}
     assert best_knob(unscored, "eta=0.8") == "eta=0.8"
+    # Fidelity is matched against the VAE round trip when the rows have it (the VAE caps the pixel figure).
+    assert fidelity_column({"pti": knobs}) == "psnr_unedited"
+    knobs["eta=0.4"]["psnr_unedited_vae"], knobs["eta=1"]["psnr_unedited_vae"] = [21.0, 0, 99], [35.0, 0, 99]
+    assert fidelity_column({"pti": knobs}) == "psnr_unedited_vae"
+    assert matched_knob(knobs, 33.0, "psnr_unedited_vae") == "eta=1"
 
+
+def test_report_counts_only_the_runs_that_made_rows():
+    from ptiedit.evaluation.report import runs_text
+
+    run = {"rows": 10, "seconds": 60.0, "threads": 2}
+    assert "1 run of" in runs_text([run, {**run, "rows": 0, "seconds": 2.0}], 10)  # a rerun that only reported
+    assert "resumed" in runs_text([run, run], 20) and "killed" in runs_text([run], 15)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -280,7 +292,7 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     again = read_rows(out / "results.csv")
     assert len(again) == len(rows) and again[:-3] == rows[:-3]
     assert [run["rows"] for run in json.loads((out / "results.json").read_text())["runs"]] == [len(rows), 0, 3]
-    assert "Rows made in 3 runs of the command" in (out / "report.md").read_text()
+    assert "Rows made in 2 runs of the command" in (out / "report.md").read_text()  # not the rerun that made none
     assert {(r["method"], r["knob"], r["image"]) for r in again} == {(r["method"], r["knob"], r["image"]) for r in rows}
     # Other settings in the same folder are refused before the model loads.
     capsys.readouterr()
@@ -338,6 +350,8 @@ def test_ablation_varies_each_method_one_factor_at_a_time():
     assert specs["pti[init=target]"].init == "target" and specs["pti"].init == "empty"
     assert dict(specs["null_text[lr=0.005]"].options) == {"lr": 5e-3} and not specs["null_text"].options
     assert [s.name for s in method_specs(["pti"], False, None, 0)] == ["pti"]
+    chosen = method_specs(["pti", "null_text"], ["null_text[lr=0.005]", "pti[init=target]"], None, 0)
+    assert [s.name for s in chosen] == ["pti", "pti[init=target]", "null_text", "null_text[lr=0.005]"]
 
 
 def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
@@ -349,6 +363,8 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, capsys):
                           (["--out", str(tmp_path / "d"), "--edit-types", "hue,selective"], "unknown edit type hue"),
                           (["--out", str(tmp_path / "e"), "--methods", "ddim+p2p", "--ablation"],
                            "--ablation varies pti,"),
+                          (["--out", str(tmp_path / "e"), "--methods", "pti", "--ablation", "pti[lr=1]"],
+                           "unknown --ablation variant pti[lr=1] for these methods; choose from pti[inner_steps=0],"),
                           (["--out", str(tmp_path / "f"), "--batch-size", "0"], "--batch-size must be at least 1"),
                           (["--out", str(tmp_path / "g"), "--suite", "textured", "--edit-types", "background_color"],
                            "unknown edit type background_color"),

@@ -297,3 +297,10 @@ def test_browser_shows_bad_input_in_the_page_and_keeps_serving(server, page, tmp
     page.locator("#edit-button").click()
     expect(page.locator("#status")).to_contain_text("Inverted and edited", timeout=TIMEOUT_MS)
     expect(counter).to_have_text("inversions this session: 1")
+
+
+def test_the_web_app_edits_at_the_library_default_eta():
+    from ptiedit.editing.edit import DEFAULT_ETA
+    from ptiedit.interfaces.ui import DEFAULTS
+
+    assert DEFAULTS["eta"] == DEFAULT_ETA and DEFAULT_ETA in parse_etas(DEFAULTS["sweep"])

@@ -99,14 +99,16 @@ def available_methods() -> list[str]:
     return list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS]
 
 
-def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | None, seed: int) -> list[MethodSpec]:
-    """Specs for --methods (default: available_methods()), plus their --ablation variants (VARIANTS) if asked."""
+def method_specs(names: list[str] | None, ablation: bool | list[str], inner_steps: int | None,
+                 seed: int) -> list[MethodSpec]:
+    """Specs for --methods (default: available_methods()), plus their --ablation variants (VARIANTS): all of them
+    with ablation True, or those named in an ablation list ("pti[init=target]", as the report names them)."""
     available = available_methods()
     names = available if names is None else names
     unknown = [n for n in names if n not in available]
     if unknown or not names:
         raise ValueError(f"unknown method {', '.join(unknown) or '(none given)'}; choose from {', '.join(available)}")
-    specs = []
+    specs, variants = [], set()
     for name in dict.fromkeys(names):
         method = name.removesuffix("+p2p")
         knob, values, _ = knob_of(name)
@@ -116,12 +118,19 @@ def method_specs(names: list[str] | None, ablation: bool, inner_steps: int | Non
         base = MethodSpec(name, method, knob, values, tuple(options.items()),
                           "empty" if method == "pti" else "source")
         specs.append(base)
-        for change in VARIANTS.get(name, ()) if ablation else ():
+        for change in VARIANTS.get(name, ()):
             variant = {**options, **{k: v for k, v in change.items() if k != "init"}}
             label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in change.items())
             specs.append(MethodSpec(f"{name}[{label}]", method, knob, values, tuple(variant.items()),
                                     change.get("init", base.init)))
-    return specs
+            variants.add(specs[-1].name)
+    if isinstance(ablation, list):
+        unknown = [v for v in ablation if v not in variants]
+        if unknown or not ablation:
+            raise ValueError(f"unknown --ablation variant {', '.join(unknown) or '(none given)'} for these methods; "
+                             f"choose from {', '.join(s.name for s in specs if s.name in variants)}")
+    keep = variants if ablation is True else set(ablation or ())
+    return [spec for spec in specs if spec.name not in variants or spec.name in keep]
 
 
 def jobs_for(spec: MethodSpec, case: Case) -> list[Job]:
@@ -276,9 +285,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edit-types", type=comma_list, metavar="T[,T...]",
                         help=f"edit types, in turn: shapes {','.join(EDIT_TYPES)} (the default), textured "
                         f"{','.join(TEXTURED_EDIT_TYPES)} (the default)")
-    parser.add_argument("--ablation", action="store_true", help="add one-factor variants of each method: PTI's "
-                        "inner steps, early stop and c_T init, null-text inversion's learning rate and early stop, "
-                        "and guidance 3 and 5 for every inverting method")
+    parser.add_argument("--ablation", nargs="?", const=True, default=False, type=comma_list, metavar="VARIANT[,...]",
+                        help="add one-factor variants of each method: PTI's inner steps, early stop and c_T init, "
+                        "null-text inversion's learning rate and early stop, and guidance 3 and 5 for every "
+                        "inverting method; or only the variants named, as the report names them ('pti[init=target]')")
     parser.add_argument("--seed", type=int, default=0, help="scenes and SDEdit noise (default 0)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")

@@ -3,8 +3,9 @@
 Every figure is the mean over images with its 95% percentile-bootstrap interval (metrics.mean_interval).
 A method's best knob setting is the one with the highest mean edit success (ties: higher unedited-region PSNR);
 without a success measure (PIE-Bench) it is the highest CLIP score when there is one, else the method's default.
-The matched-fidelity table picks, for each method, the setting whose mean unedited-region PSNR is closest to a
-common reference: PTI's at its best setting (the first method's when PTI was not run).
+The matched-fidelity table picks, for each method, the setting whose mean unedited-region PSNR (against the input's
+VAE round trip when the rows have it, which the VAE does not cap) is closest to a common reference: PTI's at its
+default setting (the first method's at its best when PTI was not run). The trade-off plot uses the same fidelity.
 """
 from __future__ import annotations
 
@@ -90,11 +91,17 @@ def nan_low(value: float) -> float:
     return -math.inf if math.isnan(value) else value
 
 
-def matched_knob(knobs: dict, reference: float) -> str:
-    scored = [k for k in knobs if not math.isnan(mean(knobs[k], "psnr_unedited"))]
+def matched_knob(knobs: dict, reference: float, column: str = "psnr_unedited") -> str:
+    scored = [k for k in knobs if not math.isnan(mean(knobs[k], column))]
     if not scored or math.isnan(reference):
         return next(iter(knobs))
-    return min(scored, key=lambda k: abs(mean(knobs[k], "psnr_unedited") - reference))
+    return min(scored, key=lambda k: abs(mean(knobs[k], column) - reference))
+
+
+def fidelity_column(edits: dict) -> str:
+    """Unedited-region PSNR against the input's VAE round trip when the rows have it, else against the input."""
+    cells = [cell for knobs in edits.values() for cell in knobs.values()]
+    return "psnr_unedited_vae" if any(not math.isnan(mean(c, "psnr_unedited_vae")) for c in cells) else "psnr_unedited"
 
 
 def is_variant(method: str) -> bool:
@@ -150,9 +157,12 @@ def edit_suite_section(suite: str, summary: dict, rows: list[dict], default: Cal
     methods = method_order(edits)
     main = [m for m in methods if not is_variant(m)]
     best = {m: best_knob(edits[m], default(m)) for m in methods}
+    fidelity = fidelity_column(edits)
     reference_method = "pti" if "pti" in edits else main[0]
-    reference = mean(edits[reference_method][best[reference_method]], "psnr_unedited")
-    matched = {m: matched_knob(edits[m], reference) for m in methods}
+    reference_knob = default(reference_method) if reference_method == "pti" else best[reference_method]
+    reference_knob = reference_knob if reference_knob in edits[reference_method] else best[reference_method]
+    reference = mean(edits[reference_method][reference_knob], fidelity)
+    matched = {m: matched_knob(edits[m], reference, fidelity) for m in methods}
     title, scenes = SUITE_TITLES[suite]
     lines = [f"## {title}", "",
              f"{len({r['image'] for r in rows})} {scenes} with one ground-truth edit each. Success: the attribute "
@@ -167,8 +177,8 @@ def edit_suite_section(suite: str, summary: dict, rows: list[dict], default: Cal
                   "truths' VAE round trips: the edit success of a perfect method on this model.", ""]
     lines += ["### At each method's best setting (highest edit success)", ""]
     lines += settings_table([(m, best[m], edits[m][best[m]]) for m in main], EDIT_COLUMNS)
-    lines += ["", f"### At matched unedited-region fidelity (setting whose unedited PSNR is closest to "
-              f"{reference:.2f} dB, {reference_method} at its best setting)", ""]
+    lines += ["", f"### At matched fidelity (setting whose {COLUMNS[fidelity][0]} is closest to "
+              f"{reference:.2f} dB, {reference_method} at {reference_knob})", ""]
     lines += settings_table([(m, matched[m], edits[m][matched[m]]) for m in main], EDIT_COLUMNS)
     lines += ["", "### Edit success by edit type, at the best setting", ""]
     kinds = sorted({r["kind"] for r in rows if r["edit"] != RECONSTRUCTION})
@@ -224,6 +234,7 @@ def piebench_section(summary: dict, rows: list[dict]) -> list[str]:
 
 def runs_text(runs: list[dict], rows: int) -> str:
     """How the rows were made: one run, or several whose per-row times mix machine states."""
+    runs = [run for run in runs if run["rows"]]  # a rerun that only rewrote the report made no rows
     if not runs:
         return ""
     logged = sum(run["rows"] for run in runs)
@@ -274,16 +285,17 @@ def plot_tradeoff(edits: dict, path: Path, suite: str) -> bool:
         return False
     figure = Figure(figsize=(6.4, 4.8))
     axes = figure.add_subplot()
+    x_column = fidelity_column(edits)
     for method in (m for m in method_order(edits) if not is_variant(m)):
         knobs = sorted((k for k, cell in edits[method].items()
-                        if not math.isnan(mean(cell, "psnr_unedited")) and not math.isnan(mean(cell, y_column))),
+                        if not math.isnan(mean(cell, x_column)) and not math.isnan(mean(cell, y_column))),
                        key=knob_value)
-        xs = [mean(edits[method][k], "psnr_unedited") for k in knobs]
+        xs = [mean(edits[method][k], x_column) for k in knobs]
         ys = [mean(edits[method][k], y_column) for k in knobs]
         axes.plot(xs, ys, marker="o", label=method)
         for knob, x, y in zip(knobs, xs, ys):
             axes.annotate(knob.split("=")[1], (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    axes.set_xlabel("unedited-region PSNR (dB)")
+    axes.set_xlabel(f"{COLUMNS[x_column][0]} (dB)")
     axes.set_ylabel(COLUMNS[y_column][0])
     knobs = sorted({k.split("=")[0] for m in edits for k in edits[m]})
     axes.set_title(f"{suite}: fidelity vs edit, one line per method through its {' / '.join(knobs)}", fontsize=9)

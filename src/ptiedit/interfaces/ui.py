@@ -30,7 +30,8 @@ MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is 
 MAX_PROMPT_CHARS = 1000
 MAX_SWEEP = 8  # etas in one sweep (sampled in one batch unless --max-batch splits it)
 STEPS_RANGE, INNER_STEPS_RANGE, GUIDANCE_RANGE = (2, 200), (0, 50), (1.0, 20.0)
-DEFAULTS = {"eta": 0.8, "sweep": "0.6, 0.8, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0}
+# eta: editing.edit.DEFAULT_ETA, written out so that this module loads without torch
+DEFAULTS = {"eta": 0.9, "sweep": "0.6, 0.9, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0}
 EDIT_FILE, INVERSION_FILE = "ptiedit-edit.png", "ptiedit-inversion.safetensors"
 # Shapes-world images are 64 px: the embedded model's views get class "pixelated", scaled up with crisp pixels.
 CSS = """.pixelated img { image-rendering: pixelated; }

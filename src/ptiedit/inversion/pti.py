@@ -23,8 +23,8 @@ def prompt_tuning_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prom
     below `early_stop`. The latent the tuned step produced becomes the next z_t (as in null-text inversion), so
     errors do not accumulate and the sampler replays the reconstruction exactly. z0 may hold several images.
 
-    Defaults (inner_steps 10, early_stop 1e-4, c_T from the empty prompt, editing eta 0.8) were chosen on the
-    shapes-world bench (README, "Benchmarks").
+    Defaults (inner_steps 10, early_stop 1e-4, c_T from the empty prompt, editing eta 0.9) were decided on the
+    textured-world bench (README, "PTI's defaults").
     """
     if inner_steps < 0 or lr <= 0 or early_stop < 0:
         raise ValueError(f"need inner_steps >= 0, lr > 0, early_stop >= 0; got {inner_steps}, {lr}, {early_stop}")
