@@ -159,8 +159,7 @@ def edit_suite_section(suite: str, summary: dict, rows: list[dict], default: Cal
     best = {m: best_knob(edits[m], default(m)) for m in methods}
     fidelity = fidelity_column(edits)
     reference_method = "pti" if "pti" in edits else main[0]
-    reference_knob = default(reference_method) if reference_method == "pti" else best[reference_method]
-    reference_knob = reference_knob if reference_knob in edits[reference_method] else best[reference_method]
+    reference_knob = default("pti") if default("pti") in edits.get("pti", {}) else best[reference_method]
     reference = mean(edits[reference_method][reference_knob], fidelity)
     matched = {m: matched_knob(edits[m], reference, fidelity) for m in methods}
     title, scenes = SUITE_TITLES[suite]
