@@ -91,7 +91,8 @@ def main():
             wall = sum(r["total_s"] for r in runs[size][-1])
             images = sum(r["images"] for r in runs[size][-1])
             print(f"repeat {repeat + 1}, B={size}: {images} images in {wall:.1f} s", flush=True)
-    print(f"\nPTI at defaults ({args.steps} steps, invert + one edit per image), {args.threads} threads, "
+    device = f"{model_family(pipe).device} {str(pipe.unet.dtype).removeprefix('torch.')}"
+    print(f"\nPTI at defaults ({args.steps} steps, invert + one edit per image) on {device}, {args.threads} threads, "
           f"median of {args.repeats} interleaved repeats; each B against the same B images run one by one")
     print("| B | images/s | speed-up vs the same images at B=1 | images per CPU s | speed-up (CPU) | invert s/image | "
           "edit s/image | inversion UNet calls: per batch / mean per image alone |")
