@@ -184,10 +184,20 @@ def page(server):
 
 
 def set_number(page, elem_id: str, value) -> None:
-    """Type into the number box of a gradio slider or number field and commit it."""
+    """Type into the number box of a gradio slider or number field, commit it, and check that the page kept it.
+
+    Retried: a field in an accordion that has just opened can be re-rendered with its old value under the first
+    fill (a CI run once edited at the default 50 steps after the test had typed 20)."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
+    box.wait_for(state="visible")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        page.wait_for_timeout(250)  # long enough for a re-render to undo the fill
+        if float(box.input_value()) == float(value):
+            return
+    raise AssertionError(f"#{elem_id} did not keep the value {value}: it shows {box.input_value()}")
 
 
 def fetch_image(page, selector: str) -> Image.Image:
