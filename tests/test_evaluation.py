@@ -255,6 +255,16 @@ def test_report_counts_only_the_runs_that_made_rows():
     assert "resumed" in runs_text([run, run], 20) and "killed" in runs_text([run], 15)
 
 
+def test_report_grid_shows_every_kind_of_edit():
+    from ptiedit.evaluation.report import GRID_IMAGES, grid_images
+
+    scenes = sorted(f"{kind}-{i:03d}" for kind in ("background_color", "object_color", "selective") for i in range(5))
+    shown = grid_images(scenes)
+    assert len(shown) == GRID_IMAGES
+    assert {s.rsplit("-", 1)[0] for s in shown[:3]} == {"background_color", "object_color", "selective"}
+    assert grid_images(["a", "b"]) == ["a", "b"]  # ids without a kind: in order
+
+
 def read_rows(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         return list(csv.DictReader(f))

@@ -9,6 +9,7 @@ default setting (the first method's at its best when PTI was not run). The trade
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -315,6 +316,16 @@ def grid_picks(summary: dict, default: Callable[[str], str]) -> list[tuple[str, 
     return [(m, reconstruction_knob(default(m))) for m in method_order(recon) if not is_variant(m)]
 
 
+def grid_images(images: list[str]) -> list[str]:
+    """Up to GRID_IMAGES image ids, taking the kinds (the id before its last "-": "object_color-007") in turn, so
+    that the grid shows every kind of edit rather than the first few scenes of one."""
+    kinds: dict[str, list[str]] = {}
+    for image in images:
+        kinds.setdefault(image.rsplit("-", 1)[0], []).append(image)
+    rounds = itertools.zip_longest(*kinds.values())
+    return [image for turn in rounds for image in turn if image is not None][:GRID_IMAGES]
+
+
 def plot_grid(out: Path, suite: str, rows: list[dict], picks: list[tuple[str, str]], path: Path) -> bool:
     """Qualitative grid, one image per row: input, ground truth or VAE round trip, each method's pick."""
     from matplotlib.figure import Figure
@@ -324,7 +335,7 @@ def plot_grid(out: Path, suite: str, rows: list[dict], picks: list[tuple[str, st
     for row in rows:
         if row["edit"] != RECONSTRUCTION or row["image"] not in edit_of:
             edit_of[row["image"]] = row["edit"]
-    images = sorted(edit_of)[:GRID_IMAGES]
+    images = grid_images(sorted(edit_of))
     if not images or not picks:
         return False
     edited = any(edit != RECONSTRUCTION for edit in edit_of.values())
