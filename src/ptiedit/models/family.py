@@ -118,8 +118,8 @@ class StableDiffusion:
         self.forward_calls += 1
         unet = self.pipe.unet
         dtype = unet.dtype  # looked up once: diffusers walks every module for it (~1 ms on the embedded UNet)
-        t = torch.as_tensor(t, device=z.device)
-        out = unet(z.to(dtype), t, **self.unet_inputs(z, cond.expand(len(z)), dtype)).sample.float()
+        t = torch.as_tensor(t)  # the caller's timestep, on the CPU from make_schedule: reading it costs no GPU sync
+        out = unet(z.to(dtype), t.to(z.device), **self.unet_inputs(z, cond.expand(len(z)), dtype)).sample.float()
         if self.prediction_type == "epsilon":
             return out
         a = float(self.alphas_cumprod[int(t.reshape(-1)[0])])
