@@ -258,11 +258,11 @@ def test_report_counts_only_the_runs_that_made_rows():
 def test_report_grid_shows_every_kind_of_edit():
     from ptiedit.evaluation.report import GRID_IMAGES, grid_images
 
-    scenes = sorted(f"{kind}-{i:03d}" for kind in ("background_color", "object_color", "selective") for i in range(5))
-    shown = grid_images(scenes)
+    kind_of = {f"{kind}-{i:03d}": kind for kind in ("background_color", "object_color", "selective") for i in range(5)}
+    shown = grid_images(kind_of)
     assert len(shown) == GRID_IMAGES
-    assert {s.rsplit("-", 1)[0] for s in shown[:3]} == {"background_color", "object_color", "selective"}
-    assert grid_images(["a", "b"]) == ["a", "b"]  # ids without a kind: in order
+    assert {kind_of[image] for image in shown[:3]} == {"background_color", "object_color", "selective"}
+    assert grid_images({"b": "reconstruction", "a": "reconstruction"}) == ["a", "b"]  # one kind: in order
 
 
 def read_rows(path: Path) -> list[dict]:

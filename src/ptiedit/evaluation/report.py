@@ -316,12 +316,12 @@ def grid_picks(summary: dict, default: Callable[[str], str]) -> list[tuple[str, 
     return [(m, reconstruction_knob(default(m))) for m in method_order(recon) if not is_variant(m)]
 
 
-def grid_images(images: list[str]) -> list[str]:
-    """Up to GRID_IMAGES image ids, taking the kinds (the id before its last "-": "object_color-007") in turn, so
-    that the grid shows every kind of edit rather than the first few scenes of one."""
+def grid_images(kind_of: dict[str, str]) -> list[str]:
+    """Up to GRID_IMAGES image ids in sorted order, taking their edit kinds in turn, so that the grid shows every
+    kind of edit rather than the first few scenes of one."""
     kinds: dict[str, list[str]] = {}
-    for image in images:
-        kinds.setdefault(image.rsplit("-", 1)[0], []).append(image)
+    for image in sorted(kind_of):
+        kinds.setdefault(kind_of[image], []).append(image)
     rounds = itertools.zip_longest(*kinds.values())
     return [image for turn in rounds for image in turn if image is not None][:GRID_IMAGES]
 
@@ -331,11 +331,11 @@ def plot_grid(out: Path, suite: str, rows: list[dict], picks: list[tuple[str, st
     from matplotlib.figure import Figure
     from PIL import Image
 
-    edit_of = {}
+    edit_of, kind_of = {}, {}
     for row in rows:
         if row["edit"] != RECONSTRUCTION or row["image"] not in edit_of:
-            edit_of[row["image"]] = row["edit"]
-    images = grid_images(sorted(edit_of))
+            edit_of[row["image"]], kind_of[row["image"]] = row["edit"], row["kind"]
+    images = grid_images(kind_of)
     if not images or not picks:
         return False
     edited = any(edit != RECONSTRUCTION for edit in edit_of.values())
