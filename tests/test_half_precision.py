@@ -13,6 +13,7 @@ import torch
 import ptiedit
 from ptiedit.diffusion.conditioning import Conditioning
 from ptiedit.editing.edit import edit_latents
+from ptiedit.diffusion.ddim import Prediction
 from ptiedit.inversion.tuning import tune_guided_step
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
@@ -66,18 +67,21 @@ def test_gradient_entering_a_half_precision_unet_is_a_normal_fp16_number():
     shrinks further inside the UNet (issue 14). The embedded model's own losses are too large to show this."""
     grads = []
 
-    def half_unet(z, t, cond):  # eps through an fp16 computation that depends on the conditioning, cast back to fp32
-        eps = z.half() + cond.tokens.half().mean()
-        if eps.requires_grad:
-            eps.register_hook(grads.append)
-        return eps.float()
+    class HalfUNet:  # eps through an fp16 computation that depends on the conditioning, cast back to fp32
+        @staticmethod
+        def predict(z, t, cond):
+            eps = z.half() + cond.tokens.half().mean()
+            if eps.requires_grad:
+                eps.register_hook(grads.append)
+            return Prediction((z - (1 - alpha) ** 0.5 * eps.float()) / alpha ** 0.5, eps.float())
 
     z, cond = torch.zeros(1, 4, 64, 64), Conditioning(torch.zeros(1, 77, 8))
     alpha, alpha_next, guidance = 0.5, 0.6, 7.5
-    untuned = tune_guided_step(half_unet, z, 500, alpha, alpha_next, z, cond, torch.zeros_like(z), "cond", guidance,
+    fixed = Prediction(torch.zeros_like(z), torch.zeros_like(z))
+    untuned = tune_guided_step(HalfUNet, z, 500, alpha_next, z, cond, fixed, "cond", guidance,
                                inner_steps=0, lr=1e-2, threshold=0.0).z_next
     grads.clear()
-    tune_guided_step(half_unet, z, 500, alpha, alpha_next, untuned + 1e-2, cond, torch.zeros_like(z), "cond",
+    tune_guided_step(HalfUNet, z, 500, alpha_next, untuned + 1e-2, cond, fixed, "cond",
                      guidance, inner_steps=1, lr=1e-2, threshold=0.0)  # loss 1e-4: PTI's early-stop threshold
     assert grads and (grads[0].abs() >= torch.finfo(torch.float16).tiny).all(), grads[0].abs().min()
 

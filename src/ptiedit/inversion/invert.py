@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from typing import Sequence
 
+import torch
 from PIL import Image
 
 from .. import __version__
@@ -48,6 +50,47 @@ def unet_calls_alone(batch_calls: int, per_image: list[dict] | None) -> list[int
     return [shared + sum(image) for image in tuning]
 
 
+@contextmanager
+def frozen(modules):
+    """Weights with requires_grad False inside (the UNet's backward then computes only the conditioning's
+    gradient and keeps no activations for weight gradients); each parameter's own flag is restored after."""
+    params = [p for module in modules for p in module.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def recorded(options: dict, index: int) -> dict:
+    """Image `index`'s options as its inversion file's JSON keeps them: a generator as the seed it started from."""
+    if "generator" not in options:
+        return options
+    generator = options["generator"]
+    generator = generator[index] if isinstance(generator, list) else generator
+    return {**{k: v for k, v in options.items() if k != "generator"}, "generator_seed": generator.initial_seed()}
+
+
+def noise_options(method: str, options: dict, count: int) -> dict:
+    """SDEdit's options with one generator for the whole call (seeded with `seed` unless one is given)."""
+    generator = options.get("generator")
+    if isinstance(generator, list) and len(generator) != count:
+        raise ValueError(f"got {len(generator)} generators for {count} images")
+    seed = options.get("seed", 0)
+    if method != "sdedit" or generator is not None or not isinstance(seed, int):  # sdedit refuses a bad seed
+        return options
+    return {**options, "generator": torch.Generator().manual_seed(seed)}
+
+
+def batch_options(options: dict, batch: list[int]) -> dict:
+    """A batch's options: a list of generators (one per image) gives each image of the batch its own."""
+    generator = options.get("generator")
+    return {**options, "generator": [generator[i] for i in batch]} if isinstance(generator, list) else options
+
+
 def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "pti",
            prompt: str | Sequence[str] = "", steps: int = 50, guidance: float = 7.5, progress: Progress = True,
            max_batch: int | None = None, **options) -> Inversion | list[Inversion]:
@@ -57,7 +100,10 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     c_T (default empty, which makes one inversion reusable for any target; pass the target prompt to start from
     it); for the baselines the source caption. options go to the method (PTI, null_text: inner_steps, lr,
     early_stop; sdedit: strength, seed). A list is inverted in UNet batches of up to max_batch images of one
-    size; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs.
+    size; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs up to
+    the UNet's rounding at another batch size. SDEdit's noise comes from
+    one generator (`generator`, or one seeded with `seed`) drawn batch after batch, each image its own draw.
+    Weights are frozen while it runs (their requires_grad is restored after), so stage 1 leaves no .grad.
     """
     images = [image] if isinstance(image, Image.Image) else list(image)
     prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
@@ -75,6 +121,7 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
         groups.setdefault(im.size, []).append(index)
     batches = [members[i:i + (max_batch or len(members))] for members in groups.values()
                for i in range(0, len(members), max_batch or len(members))]
+    run_options = noise_options(method, options, len(images))
     null = family.null_conditioning()
     encoded = {p: family.encode_prompt(p) for p in dict.fromkeys(prompts)}  # each distinct prompt once
     fingerprint = pipeline_fingerprint(pipe)
@@ -85,15 +132,16 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
         prompt = Conditioning.cat([encoded[prompts[i]] for i in batch])
         # 3. Run the method on the whole batch.
         calls = family.forward_calls
-        result = METHODS[method](family, z0, schedule, prompt=prompt, null=null, guidance=guidance,
-                                 progress=progress, **options)
+        with frozen(family.components.values()):
+            result = METHODS[method](family, z0, schedule, prompt=prompt, null=null, guidance=guidance,
+                                     progress=progress, **batch_options(run_options, batch))
         # 4. One Inversion per image, with what is needed to refuse a mismatched edit later.
         per_image_calls = unet_calls_alone(family.forward_calls - calls, result.stats.get("per_image"))
         for b, index in enumerate(batch):
             z_T, cond, uncond, stats, reconstruction = result.item(b)
             stats["unet_calls"] = per_image_calls[b] if per_image_calls else family.forward_calls - calls
             stats["seconds"] = result.stats["seconds"] / len(batch)
-            settings = {"steps": steps, "guidance": guidance, "prompt": prompts[index], **options}
+            settings = {"steps": steps, "guidance": guidance, "prompt": prompts[index], **recorded(options, index)}
             image_fingerprint = {**fingerprint, "image_sha256": pixels_sha256(fitted[index]), "version": __version__}
             timesteps = schedule.timesteps if result.timesteps is None else result.timesteps
             results[index] = Inversion(method, z_T, timesteps, cond, uncond, settings, image_fingerprint, stats,

@@ -7,6 +7,7 @@ bench) sees only `family(z, t, cond) -> eps` and `Conditioning`.
 """
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..diffusion.conditioning import Conditioning
+from ..diffusion.ddim import Prediction, ddim_scheduler
 from ..images import fit_to_model
 
 
@@ -46,10 +48,11 @@ class StableDiffusion:
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self.prediction_type = pipe.scheduler.config.prediction_type
+        ddim = ddim_scheduler(pipe.scheduler)  # the DDIM of the pipeline's scheduler config, whatever its class
+        self.prediction_type = ddim.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
-        self.alphas_cumprod = pipe.scheduler.alphas_cumprod.double()
+        self.alphas_cumprod = ddim.alphas_cumprod.double()
         self.forward_calls = 0  # counted for the speed benchmark and the early-stopping tests
 
     # Identity and geometry -------------------------------------------------------------------------------------
@@ -110,7 +113,11 @@ class StableDiffusion:
         return {"encoder_hidden_states": cond.tokens.to(dtype)}
 
     def __call__(self, z: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
-        """eps(z, t, c) in fp32, whatever the UNet predicts (epsilon, v as in SD 2.x, or x0).
+        """eps(z, t, c) in fp32, whatever the UNet predicts (epsilon, v as in SD 2.x, or x0)."""
+        return self.predict(z, t, cond).eps
+
+    def predict(self, z: torch.Tensor, t, cond: Conditioning) -> Prediction:
+        """x0 and eps in fp32 from the UNet's output, each computed directly as DDIMScheduler.step does.
 
         The UNet may run in fp16/bf16: inputs are cast to its dtype and the output back to fp32, so gradients
         with respect to an fp32 conditioning flow through the casts.
@@ -120,12 +127,13 @@ class StableDiffusion:
         dtype = unet.dtype  # looked up once: diffusers walks every module for it (~1 ms on the embedded UNet)
         t = torch.as_tensor(t)  # the caller's timestep, on the CPU from make_schedule: reading it costs no GPU sync
         out = unet(z.to(dtype), t.to(z.device), **self.unet_inputs(z, cond.expand(len(z)), dtype)).sample.float()
-        if self.prediction_type == "epsilon":
-            return out
         a = float(self.alphas_cumprod[int(t.reshape(-1)[0])])
-        if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0  =>  eps = sqrt(a) v + sqrt(1-a) z
-            return a ** 0.5 * out + (1 - a) ** 0.5 * z.float()
-        return (z.float() - a ** 0.5 * out) / (1 - a) ** 0.5
+        z = z.float()
+        if self.prediction_type == "epsilon":
+            return Prediction((z - (1 - a) ** 0.5 * out) / a ** 0.5, out)
+        if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0
+            return Prediction(a ** 0.5 * z - (1 - a) ** 0.5 * out, a ** 0.5 * out + (1 - a) ** 0.5 * z)
+        return Prediction(out, (z - a ** 0.5 * out) / (1 - a) ** 0.5)
 
     # Images ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -219,9 +227,15 @@ def family_label(name: str) -> str:
     return f"{labels[name]} ({name})" if name in labels else repr(name)
 
 
+def adapter_key(pipe) -> tuple:
+    """What an adapter is built from: the pipeline's component objects and its scheduler's config."""
+    modules = tuple((name, id(module)) for name, module in pipe.components.items() if module is not None)
+    return modules, json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
+
+
 def model_family(pipe) -> StableDiffusion:
-    """The pipeline's adapter, made once and kept on the pipeline."""
-    family = getattr(pipe, "ptiedit_family", None)
-    if family is None:
-        family = pipe.ptiedit_family = family_of_index(dict(pipe.config))(pipe)
-    return family
+    """The pipeline's adapter, kept on the pipeline and made again when a component or the scheduler changes."""
+    key = adapter_key(pipe)
+    if getattr(pipe, "ptiedit_family", None) is None or pipe.ptiedit_family_key != key:
+        pipe.ptiedit_family, pipe.ptiedit_family_key = family_of_index(dict(pipe.config))(pipe), key
+    return pipe.ptiedit_family

@@ -1,5 +1,7 @@
 """Model identity for inversion files: the same weights pass from any folder, cache, machine or library version;
 any changed weight (a fine-tune, a merged LoRA, another VAE) or schedule is refused, saying what differs.
+The check sees the pipeline as it is when the edit runs: a cheap sample of its weights decides whether the full
+checksums kept on the pipeline are still its own (a LoRA loaded or fused, a weight replaced, a scheduler swapped).
 
 Weights are checksummed bit for bit after rounding to a half-precision dtype, so a model loaded in fp32 and the
 same model loaded in fp16 (or bf16) agree: an fp32 pipeline checks against both, an fp16 one against fp16 and a
@@ -14,7 +16,8 @@ import json
 
 import torch
 
-from .family import family_label, model_family
+from ..diffusion.ddim import ddim_scheduler
+from .family import adapter_key, family_label, model_family
 
 # The scheduler settings that define DDIM's timesteps and alpha-bars (not paths, class names or versions).
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
@@ -22,6 +25,7 @@ SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKABLE = {torch.float32: ("fp16", "bf16"), torch.float16: ("fp16",), torch.bfloat16: ("bf16",)}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+SAMPLES_PER_TENSOR = 64
 
 
 @torch.no_grad()
@@ -40,29 +44,60 @@ def weights_checksum(module: torch.nn.Module, dtype: torch.dtype) -> str:
     return digest.hexdigest()[:16]
 
 
+@torch.no_grad()
+def weights_sample(modules: dict[str, torch.nn.Module]) -> str:
+    """sha256 over every tensor's name, shape, dtype and up to SAMPLES_PER_TENSOR evenly spaced elements.
+
+    Cheap (one strided read per tensor, one copy to the CPU per device), and enough to see a LoRA loaded (new
+    tensors) or fused (every element of the weights it targets changes) and a weight replaced or rescaled; a
+    change of a few elements of a large tensor can pass unseen.
+    """
+    digest, samples = hashlib.sha256(), {}
+    for component, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{component}.{name}{tuple(tensor.shape)}{tensor.dtype};".encode())
+            flat = tensor.reshape(-1)
+            picked = flat[::max(1, flat.numel() // SAMPLES_PER_TENSOR)][:SAMPLES_PER_TENSOR]
+            samples.setdefault(tensor.device, []).append(picked.double())
+    for device in sorted(samples, key=str):
+        digest.update(torch.cat(samples[device]).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def pipeline_fingerprint(pipe) -> dict:
-    """Family, schedule and weight checksums of a pipeline; computed once and kept on the pipeline."""
-    if getattr(pipe, "ptiedit_fingerprint", None) is None:
-        family = model_family(pipe)
-        dtype = family.pipe.unet.dtype
-        config = dict(pipe.scheduler.config)
-        identity = {
-            "family": family.name,
-            "model": getattr(pipe, "ptiedit_model_name", "unknown"),
-            "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
-            "scheduler": {key: config.get(key) for key in SCHEDULE_KEYS},
-            "weights": {half: {name: weights_checksum(module, HALF[half])
-                               for name, module in family.components.items()}
-                        for half in CHECKABLE.get(dtype, ())},
-        }
-        summary = hashlib.sha256(json.dumps([identity["family"], identity["scheduler"], identity["weights"]],
-                                            sort_keys=True).encode()).hexdigest()[:16]
-        pipe.ptiedit_fingerprint = {**identity, "model_sha256": summary}  # one id per model and dtype, for caches
+    """Family, schedule and weight checksums of the pipeline as it is now.
+
+    The checksums are kept on the pipeline and computed again when its components, its scheduler config or a
+    sample of its weights (weights_sample) changed since."""
+    family = model_family(pipe)
+    key = (adapter_key(pipe), weights_sample(family.components))
+    if getattr(pipe, "ptiedit_fingerprint", None) is None or pipe.ptiedit_fingerprint_key != key:
+        pipe.ptiedit_fingerprint, pipe.ptiedit_fingerprint_key = full_fingerprint(pipe, family), key
     return pipe.ptiedit_fingerprint
 
 
-def check_same_model(made: dict, current: dict) -> None:
-    """Raise ValueError naming what differs between the pipeline an inversion was made with and this one."""
+def full_fingerprint(pipe, family) -> dict:
+    """Family, the DDIM schedule's settings and every component's weights_checksum in each checkable dtype."""
+    dtype = family.pipe.unet.dtype
+    config = dict(ddim_scheduler(pipe.scheduler).config)
+    identity = {
+        "family": family.name,
+        "model": getattr(pipe, "ptiedit_model_name", "unknown"),
+        "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
+        "scheduler": {key: config.get(key) for key in SCHEDULE_KEYS},
+        "weights": {half: {name: weights_checksum(module, HALF[half]) for name, module in family.components.items()}
+                    for half in CHECKABLE.get(dtype, ())},
+    }
+    summary = hashlib.sha256(json.dumps([identity["family"], identity["scheduler"], identity["weights"]],
+                                        sort_keys=True).encode()).hexdigest()[:16]
+    return {**identity, "model_sha256": summary}  # one id per model and dtype, for caches
+
+
+def check_same_model(made: dict, current: dict, allow_changed_weights: bool = False) -> None:
+    """Raise ValueError naming what differs between the pipeline an inversion was made with and this one.
+
+    allow_changed_weights: accept other weights (a LoRA applied since, a fine-tune of the same model) as long as
+    the family and the schedule agree; the edit then no longer replays the inversion exactly."""
     again = "invert the image again with this model"
     if made["family"] != current["family"]:
         raise ValueError(f"this inversion was made with a {family_label(made['family'])} model, but the loaded "
@@ -73,6 +108,8 @@ def check_same_model(made: dict, current: dict) -> None:
         key = changed[0]
         raise ValueError(f"the scheduler's {key} differs ({made['scheduler'].get(key)!r} when inverted, "
                          f"{current['scheduler'].get(key)!r} now); {again}")
+    if allow_changed_weights:
+        return
     common = sorted(set(made["weights"]) & set(current["weights"]))
     if not common:
         raise ValueError(f"this inversion was made in {made['dtype']} and the pipeline runs in {current['dtype']}: "
@@ -81,4 +118,4 @@ def check_same_model(made: dict, current: dict) -> None:
     differ = [name for name, checksum in made["weights"][half].items() if current["weights"][half].get(name) != checksum]
     if differ:
         raise ValueError(f"the {', '.join(differ)} weights differ from the model this inversion was made with "
-                         f"({made.get('model')}); {again}")
+                         f"({made.get('model')}); {again}, or pass allow_changed_weights=True")

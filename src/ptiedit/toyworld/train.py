@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import math
 import os
 import random
@@ -263,7 +264,7 @@ def continue_from_model(out: Path, folder: Path, step: int, tokenizer) -> Autoen
 
 def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float, half: bool = False):
     """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load; half:
-    store fp16 copies of the weights (load with torch_dtype=torch.float32 to upcast)."""
+    store fp16 copies of the weights, which every from_pretrained upcasts to fp32 unless given a dtype."""
     vae.register_to_config(scaling_factor=scaling_factor)
     if half:
         vae, unet, text_encoder = (copy.deepcopy(m).half() for m in (vae, unet, text_encoder))
@@ -272,6 +273,9 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
                                    requires_safety_checker=False)
     tmp = folder.with_name(folder.name + ".partial")
     pipe.save_pretrained(tmp, safe_serialization=True)
+    if half:  # transformers loads the dtype a config names; fp32, as diffusers loads its own components by default
+        config = json.loads((tmp / "text_encoder" / "config.json").read_text())
+        (tmp / "text_encoder" / "config.json").write_text(json.dumps({**config, "dtype": "float32"}, indent=2) + "\n")
     # A fresh tokenizer.json: the training one carries the padding/truncation state of its last call.
     tokenizer.backend_tokenizer.no_padding(), tokenizer.backend_tokenizer.no_truncation()
     tokenizer.save_pretrained(tmp / "tokenizer")
