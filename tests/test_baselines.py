@@ -181,16 +181,16 @@ def test_p2p_on_several_images_in_one_batch_equals_one_by_one(tiny_pipe, image):
                             progress=False)
     jobs = [(first, "a blue circle", 1.0), (second, "a big green square", 1.0), (first, "a big blue circle", 1.0)]
     config = P2PConfig(cross_replace=0.5, self_replace=0.25)
-    batched = sample_edits(tiny_pipe, jobs, progress=False, p2p=config)
+    batched = [s.latent for s in sample_edits(tiny_pipe, jobs, progress=False, mode="paper", p2p=config)]
     for job, z in zip(jobs, batched):
-        alone = edit_latents(tiny_pipe, job[0], job[1], [job[2]], progress=False, p2p=config)
+        alone = edit_latents(tiny_pipe, job[0], job[1], [job[2]], progress=False, mode="paper", p2p=config)
         torch.testing.assert_close(z, alone, atol=1e-4, rtol=1e-4)
     assert (batched[0] - batched[2]).abs().max() > 1e-3  # the targets differ: each row really is its own job
     # A sweep of settings over one source branch equals each setting alone.
     sweep = [P2PConfig(cross_replace=0.25), P2PConfig(cross_replace=1.0, self_replace=0.5)]
-    swept = sample_edits(tiny_pipe, [jobs[0], jobs[0]], progress=False, p2p=sweep)
+    swept = [s.latent for s in sample_edits(tiny_pipe, [jobs[0], jobs[0]], progress=False, mode="paper", p2p=sweep)]
     for config, z in zip(sweep, swept):
-        alone = edit_latents(tiny_pipe, first, jobs[0][1], [1.0], progress=False, p2p=config)
+        alone = edit_latents(tiny_pipe, first, jobs[0][1], [1.0], progress=False, mode="paper", p2p=config)
         torch.testing.assert_close(z, alone, atol=1e-4, rtol=1e-4)
     assert (swept[0] - swept[1]).abs().max() > 1e-3
 
@@ -208,7 +208,7 @@ def test_p2p_restores_the_attention_processors(tiny_pipe, image, monkeypatch):
 
     monkeypatch.setattr(edit_module, "sample_ddim", failing_sampler)
     with pytest.raises(RuntimeError, match="sampler failed"):
-        edit_latents(tiny_pipe, inversion, "a blue circle", [1.0], progress=False, p2p=P2PConfig())
+        edit_latents(tiny_pipe, inversion, "a blue circle", [1.0], progress=False, mode="paper", p2p=P2PConfig())
     assert all(unet.attn_processors[name] is p for name, p in before.items())
 
 

@@ -103,11 +103,34 @@ def test_edit_writes_a_png_carrying_its_settings(capsys, tmp_path, image, model)
     assert settings == {"prompt": TARGET, "eta": DEFAULT_ETA, "seed": 7, "steps": 2, "guidance": 5.0, "inner_steps": 1,
                         "init_prompt": "", "method": "pti", "model": str(Path(model).resolve()),
                         "model_sha256": settings["model_sha256"], "input_sha256": expected_sha,
-                        "version": ptiedit.__version__}
+                        "version": ptiedit.__version__, "mode": "faithful"}
     assert "\n" not in parameters
     for part in (f'Prompt: "{TARGET}"', f"Eta: {DEFAULT_ETA}", "Steps: 2", "Guidance: 5.0", "Inner steps: 1", "Seed: 7",
                  "Method: pti", f"Input sha256: {expected_sha}"):
         assert part in parameters
+
+
+def test_edit_writes_the_edit_mask_and_takes_the_paper_mode(capsys, tmp_path, image, model):
+    out, mask = tmp_path / "out.png", tmp_path / "mask.png"
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--mask", mask, "--eta", "1")
+    assert code == 0, err
+    with Image.open(mask) as png:
+        assert png.mode == "L" and png.size == (16, 12) and set(np.unique(np.asarray(png))) <= {0, 255}
+        assert np.asarray(png).max() == 255  # eta 1 changes something
+    assert read_png_settings(mask)["mode"] == "faithful"
+    paper = tmp_path / "paper.png"
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", paper, "--model", model, *FAST, "--quiet",
+                       "--mode", "paper", "--eta", "1")
+    assert code == 0, err
+    assert read_png_settings(paper)["mode"] == "paper"
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - np.asarray(Image.open(paper))).max() > 0
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "x.png", "--model", model,
+                       "--mask", mask)
+    assert_one_error_line(code, err, str(mask))  # an existing mask file is never overwritten without --force
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "x.png", "--model", model,
+                       "--mode", "fast")
+    assert code != 0 and "Traceback" not in err and "invalid choice" in err
 
 
 def test_eta_sweep_writes_one_file_per_eta_and_a_grid(capsys, tmp_path, image, model):

@@ -316,12 +316,12 @@ def test_batched_bench_gives_the_rows_of_a_one_by_one_run(tiny_model_dir, tmp_pa
         pytest.skip("the epsilon model covers batching")
     common = ["--model", str(tiny_model_dir), "--n", "3", "--steps", "2", "--methods", "pti,null_text,sdedit,ddim+p2p"]
     assert bench("--out", str(tmp_path / "one"), "--batch-size", "1", *common) == 0
-    rows_per_call, call = [], StableDiffusion.__call__
+    rows_per_call, call = [], StableDiffusion.predict
 
     def counted(self, z, t, cond):
         rows_per_call.append(len(z))
         return call(self, z, t, cond)
-    monkeypatch.setattr(StableDiffusion, "__call__", counted)
+    monkeypatch.setattr(StableDiffusion, "predict", counted)  # every UNet call goes through predict
     assert bench("--out", str(tmp_path / "batched"), "--batch-size", "2", *common) == 0  # a full and a partial batch
     # --batch-size caps every UNet batch: at most 2 jobs (P2P adds each image's source row, fused CFG doubles rows)
     assert max(rows_per_call) == 2 * 2 * 2

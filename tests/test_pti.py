@@ -71,7 +71,7 @@ def test_eta_zero_replays_the_tuned_reconstruction(tiny_pipe):
 
 
 def test_eta_one_is_plain_target_sampling_from_z_T(tiny_pipe, tiny_inversion):
-    edited = edit_latents(tiny_pipe, tiny_inversion, "a green circle", [1.0], progress=False)
+    edited = edit_latents(tiny_pipe, tiny_inversion, "a green circle", [1.0], progress=False, mode="paper")
     family = ptiedit.model_family(tiny_pipe)
     plain = sample_ddim(family, tiny_inversion.z_T, make_schedule(tiny_pipe.scheduler, 5),
                         family.encode_prompt("a green circle"), family.null_conditioning(), 7.5, progress=False)

@@ -309,8 +309,9 @@ def test_browser_shows_bad_input_in_the_page_and_keeps_serving(server, page, tmp
     expect(counter).to_have_text("inversions this session: 1")
 
 
-def test_the_web_app_edits_at_the_library_default_eta():
-    from ptiedit.editing.edit import DEFAULT_ETA
-    from ptiedit.interfaces.ui import DEFAULTS
+def test_the_web_app_edits_at_the_library_default_eta_and_mode():
+    from ptiedit.editing.edit import DEFAULT_ETA, DEFAULT_MODE, MODES
+    from ptiedit.interfaces.ui import DEFAULTS, MODE_CHOICES
 
     assert DEFAULTS["eta"] == DEFAULT_ETA and DEFAULT_ETA in parse_etas(DEFAULTS["sweep"])
+    assert DEFAULTS["mode"] == DEFAULT_MODE and [value for _, value in MODE_CHOICES] == list(MODES)

@@ -1,9 +1,17 @@
-"""Editing stage (Dong et al. 2023, Algorithm 1, lines 13-17): sample from z*_T with blended conditioning."""
+"""Editing stage (Dong et al. 2023, Algorithm 1, lines 13-17): sample from z*_T with blended conditioning.
+
+Two modes: "paper", the plain stage 2; "faithful" (the default), the same sampler beside the reconstruction branch,
+with an automatic edit mask and latent blending outside it (faithful.py).
+"""
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import sample_ddim, schedule_from_timesteps
@@ -11,9 +19,12 @@ from ..diffusion.progress import Progress
 from ..inversion.result import Inversion
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
+from .faithful import FaithfulConfig, sample_faithful
 from .p2p import AttentionReplace, P2PConfig, attention_control, token_alignment
 
 DEFAULT_ETA = 0.9  # decided on the textured-world bench (README, "PTI's defaults")
+MODES = ("faithful", "paper")  # faithful: mask + blending (editing/faithful.py); paper: plain stage 2
+DEFAULT_MODE = "faithful"
 Job = tuple[Inversion, str, float]  # (inversion, target prompt, eta)
 
 
@@ -34,32 +45,52 @@ def batch_key(inversion: Inversion) -> tuple:
             inversion.cond.per_step, inversion.uncond.per_step)
 
 
-@torch.no_grad()
-def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True,
-                 p2p: P2PConfig | Sequence[P2PConfig] | None = None, max_batch: int | None = None) -> list[torch.Tensor]:
-    """Edited latents (1, C, h, w), one per job: every (inversion, target, eta) sampled in batches of up to
-    max_batch; jobs of different sizes or schedules go in different batches.
+@dataclass
+class EditSample:
+    """One sampled edit: its latent (1, C, h, w) and, in faithful mode, its edit mask (1, 1, h, w) in {0, 1}."""
+    latent: torch.Tensor
+    mask: torch.Tensor | None = None
 
-    p2p: Prompt-to-Prompt settings, one for all jobs or one per job. Each inversion in a batch then adds its
-    source branch (eta = 0), whose attention all its targets take, each for its own fraction of the steps."""
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown editing mode {mode!r}; choose from {', '.join(MODES)}")
+
+
+@torch.no_grad()
+def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str = DEFAULT_MODE,
+                 p2p: P2PConfig | Sequence[P2PConfig] | None = None, faithful: FaithfulConfig | None = None,
+                 max_batch: int | None = None) -> list[EditSample]:
+    """Edited latents, one per job: every (inversion, target, eta) sampled in batches of up to max_batch; jobs of
+    different sizes or schedules go in different batches.
+
+    mode "faithful" (editing/faithful.py, settings `faithful`) keeps the picture outside an automatic edit mask;
+    "paper" is the paper's plain stage 2. eta = 0 replays the reconstruction exactly in both modes.
+    p2p: Prompt-to-Prompt settings, one for all jobs or one per job. With either, each inversion in a batch adds its
+    reconstruction branch (eta = 0), whose attention (and, faithful, whose latents outside the mask) its edits take."""
+    check_mode(mode)
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     configs = [p2p] * len(jobs) if p2p is None or isinstance(p2p, P2PConfig) else list(p2p)
     if len(configs) != len(jobs) or (p2p is not None and None in configs):
         raise ValueError(f"got {len(jobs)} jobs but {len(configs)} Prompt-to-Prompt settings")
+    faithful = (faithful or FaithfulConfig()) if mode == "faithful" else None
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
     for inversion in {id(job[0]): job[0] for job in jobs}.values():
         inversion.check_compatible(fingerprint)
     device = family.device
     targets = {prompt: family.encode_prompt(prompt) for _, prompt, _ in jobs}
     groups: dict[tuple, list[int]] = {}
-    for index, (inversion, _, _) in enumerate(jobs):
-        groups.setdefault(batch_key(inversion), []).append(index)
-    out: list[torch.Tensor | None] = [None] * len(jobs)
-    for members in groups.values():
+    for index, (inversion, _, eta) in enumerate(jobs):
+        replay = faithful is not None and p2p is None and eta == 0  # c~_t = c_t: no mask, the exact replay
+        groups.setdefault((*batch_key(inversion), replay), []).append(index)
+    out: list[EditSample | None] = [None] * len(jobs)
+    for key, members in groups.items():
+        replay = key[-1]
         for chunk in chunks(members, max_batch):
             rows, picked = chunk, [jobs[j] for j in chunk]
-            if p2p is not None:  # each inversion's source branch (row None) leads its targets
+            branched = not replay and (p2p is not None or faithful is not None)
+            if branched:  # each inversion's reconstruction branch (row None) leads its edits
                 by_inversion: dict[int, list[int]] = {}
                 for j in chunk:
                     by_inversion.setdefault(id(jobs[j][0]), []).append(j)
@@ -68,18 +99,24 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True,
                     inversion, target, _ = jobs[members_of_one[0]]
                     rows += [None, *members_of_one]
                     picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]  # eta 0: its own c_t
-            latents = sample_chunk(pipe, picked, targets, device, None if p2p is None else
-                                   [configs[j] if j is not None else None for j in rows], progress)
-            for j, z in zip(rows, latents):
+            latents, masks = sample_chunk(pipe, picked, targets, device,
+                                          [j is None for j in rows] if branched else None,
+                                          [None if j is None else configs[j] for j in rows],
+                                          None if replay else faithful, progress)
+            for b, j in enumerate(rows):
                 if j is not None:
-                    out[j] = z[None]
+                    mask = masks[b:b + 1] if masks is not None else (
+                        torch.zeros_like(latents[b:b + 1, :1]) if faithful is not None else None)
+                    out[j] = EditSample(latents[b:b + 1], mask)
     return out
 
 
-def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device,
-                 p2p: list[P2PConfig | None] | None, progress: Progress = True) -> torch.Tensor:
-    """One UNet batch of jobs that share a batch_key. With p2p (one entry per job), a None entry marks a source
-    branch, and the jobs after it up to the next None are its targets."""
+def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, is_source: list[bool] | None,
+                 configs: list[P2PConfig | None], faithful: FaithfulConfig | None,
+                 progress: Progress = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One UNet batch of jobs that share a batch_key: (latents, masks or None). With is_source (one flag per job),
+    a flagged job is a reconstruction branch and the jobs after it, up to the next flagged one, are its edits, each
+    with its Prompt-to-Prompt settings (None: none)."""
     family, first = model_family(pipe), jobs[0][0]
     # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
     eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
@@ -89,42 +126,63 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     # 2. Sample from z*_T with the inversion's guidance scale and timesteps.
     z_T = torch.cat([inv.z_T.to(device, torch.float32) for inv, _, _ in jobs])
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
-    if p2p is None:
-        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress)
-    groups = []
-    for (inversion, prompt, _), config in zip(jobs, p2p):
-        if config is None:
-            source = inversion.settings.get("prompt", "")
+    if is_source is None:
+        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress), None
+    # 3. Edits beside their reconstruction branch: attention control, and in faithful mode the mask and blending.
+    source, groups, source_prompt, last = [], [], "", 0
+    for b, ((inversion, prompt, _), config) in enumerate(zip(jobs, configs)):
+        if is_source[b]:
+            source_prompt, last = inversion.settings.get("prompt", ""), b
+            source.append(b)
             groups.append([])
-        else:
-            aligned = token_alignment(family.tokenizers[0],
-                                      source if config.source_prompt is None else config.source_prompt, prompt)
-            groups[-1].append((*aligned, config))
-    control = AttentionReplace(groups, len(schedule), latent_tokens=z_T.shape[-2] * z_T.shape[-1])
-    with attention_control(pipe.unet, control):
-        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
-                           callback=control.step_done)
+            continue
+        source.append(last)
+        setting = config or P2PConfig(cross_replace=0.0)
+        if faithful is not None:
+            setting = replace(setting, self_replace=max(setting.self_replace, faithful.self_replace))
+        aligned = token_alignment(family.tokenizers[0], source_prompt if setting.source_prompt is None
+                                  else setting.source_prompt, prompt)
+        groups[-1].append((*aligned, setting))
+    active = any(s.cross_replace > 0 or s.self_replace > 0 for group in groups for *_, s in group)
+    control = AttentionReplace(groups, len(schedule), latent_tokens=z_T.shape[-2] * z_T.shape[-1]) if active else None
+    with attention_control(pipe.unet, control) if control is not None else nullcontext():
+        if faithful is None:
+            return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
+                               callback=control and control.step_done), None
+        return sample_faithful(family, z_T, schedule, cond, uncond, first.guidance,
+                               torch.tensor(source, device=device), faithful, progress, control)
 
 
 def edit_latents(pipe, inversion: Inversion, target_prompt: str, etas: Sequence[float], *, progress: Progress = True,
-                 allow_extrapolation: bool = False, p2p: P2PConfig | None = None,
-                 max_batch: int | None = None) -> torch.Tensor:
+                 allow_extrapolation: bool = False, mode: str = DEFAULT_MODE, p2p: P2PConfig | None = None,
+                 faithful: FaithfulConfig | None = None, max_batch: int | None = None) -> torch.Tensor:
     """Edited latents (len(etas), C, h, w) of one inversion; p2p adds Prompt-to-Prompt."""
     check_etas(etas, allow_extrapolation)
-    return torch.cat(sample_edits(pipe, [(inversion, target_prompt, eta) for eta in etas], progress=progress,
-                                  p2p=p2p, max_batch=max_batch))
+    samples = sample_edits(pipe, [(inversion, target_prompt, eta) for eta in etas], progress=progress, mode=mode,
+                           p2p=p2p, faithful=faithful, max_batch=max_batch)
+    return torch.cat([s.latent for s in samples])
+
+
+def mask_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """An edit mask (1, 1, h, w) as a black-and-white image of the edited image's size (white: edited)."""
+    pixels = (mask[0, 0].cpu().numpy() * 255).astype(np.uint8)
+    return Image.fromarray(pixels, "L").resize(size, Image.NEAREST)
 
 
 def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | Sequence[str],
          eta: float | Sequence[float] = DEFAULT_ETA, *, progress: Progress = True, allow_extrapolation: bool = False,
-         p2p: P2PConfig | None = None, max_batch: int | None = None):
-    """Edit inverted images toward their target prompts. eta=0 reproduces the reconstruction, eta=1 is plain
-    target-prompt sampling from z*_T (the baselines edit with eta=1).
+         mode: str = DEFAULT_MODE, p2p: P2PConfig | None = None, faithful: FaithfulConfig | None = None,
+         max_batch: int | None = None, return_masks: bool = False):
+    """Edit inverted images toward their target prompts. eta=0 reproduces the reconstruction, eta=1 conditions on
+    the target prompt alone (the baselines edit with eta=1).
 
+    mode "faithful" (the default) changes only what an automatic mask finds the target prompt changes and keeps
+    the reconstruction elsewhere (editing/faithful.py, settings `faithful`); "paper" is the paper's plain stage 2.
     One inversion and a single eta return one PIL image, a sequence of etas a list. A list of inversions (with
     one target each) returns one list of images per inversion, every (image, eta) sampled in shared UNet batches
     of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py); each inversion in a batch
-    brings its own source branch.
+    brings its own reconstruction branch. return_masks: return (images, masks), the masks as black-and-white
+    images in the same layout (all black in paper mode).
     """
     etas = [eta] if isinstance(eta, (int, float)) else list(eta)
     check_etas(etas, allow_extrapolation)
@@ -134,13 +192,18 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     if len(targets) != len(inversions):
         raise ValueError(f"got {len(inversions)} inversions but {len(targets)} target prompts")
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
-    latents = sample_edits(pipe, jobs, progress=progress, p2p=p2p, max_batch=max_batch)
+    samples = sample_edits(pipe, jobs, progress=progress, mode=mode, p2p=p2p, faithful=faithful, max_batch=max_batch)
     family = model_family(pipe)
-    images = [family.decode_latents(z)[0] for z in latents]  # one at a time: items may differ in size
-    per_item = chunks(images, len(etas))
-    if many:
-        return per_item
-    return per_item[0][0] if isinstance(eta, (int, float)) else per_item[0]
+    images = [family.decode_latents(s.latent)[0] for s in samples]  # one at a time: items may differ in size
+    masks = [mask_image(torch.zeros_like(s.latent[:, :1]) if s.mask is None else s.mask, im.size)
+             for s, im in zip(samples, images)]
+
+    def shaped(items: list):
+        per_item = chunks(items, len(etas))
+        if many:
+            return per_item
+        return per_item[0][0] if isinstance(eta, (int, float)) else per_item[0]
+    return (shaped(images), shaped(masks)) if return_masks else shaped(images)
 
 
 def reconstruct(pipe, inversion: Inversion, progress: Progress = True):

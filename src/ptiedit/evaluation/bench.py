@@ -36,6 +36,8 @@ from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, TEXTURED_EDIT_TYPES, Ca
 # Knob swept per method: (name, values, default). Methods not listed edit by CFG on the target prompt (eta = 1).
 KNOBS = {"pti": ("eta", (0.4, 0.6, 0.7, 0.8, 0.9, 1.0), DEFAULT_ETA), "sdedit": ("strength", (0.3, 0.5, 0.7, 0.9), 0.5)}
 PLAIN = ("eta", (1.0,), 1.0)
+FAITHFUL = "faithful"  # METHOD+faithful: the method's inversion edited in faithful mode (mask + blending)
+FAITHFUL_KNOBS = {"pti": ("eta", (0.4, 0.7, 0.9, 1.0), DEFAULT_ETA)}
 P2P = ("cross_replace", (0.2, 0.5, 0.8), 0.8)  # Prompt-to-Prompt word swap on top of a plain method
 # --ablation: one factor at a time against each method's defaults (every row sweeps its method's knob already).
 # PTI's own knobs (inner_steps 0 is no tuning at all: c_t stays the init prompt's embedding); the baselines' main
@@ -67,6 +69,7 @@ class MethodSpec:
     values: tuple[float, ...]
     options: tuple[tuple[str, object], ...] = ()
     init: str = "source"
+    mode: str = "paper"  # editing mode: METHOD+faithful names edit in faithful mode
 
     def label(self, value: float) -> str:
         return f"{self.knob}={value:g}"
@@ -80,9 +83,12 @@ class MethodSpec:
 
 
 def knob_of(name: str) -> tuple[str, tuple[float, ...], float]:
-    """(knob, values, default) of a method name: METHOD, METHOD+p2p or a variant METHOD[...]."""
-    method = name.split("[")[0]
-    return P2P if method.endswith("+p2p") else KNOBS.get(method, PLAIN)
+    """(knob, values, default) of a method name: METHOD, METHOD+p2p, either with +faithful, or a variant
+    METHOD[...]."""
+    parts = name.split("[")[0].split("+")
+    if "p2p" in parts:
+        return P2P
+    return FAITHFUL_KNOBS.get(parts[0], KNOBS.get(parts[0], PLAIN)) if FAITHFUL in parts else KNOBS.get(parts[0], PLAIN)
 
 
 def default_knob(name: str) -> str:
@@ -95,8 +101,9 @@ def accepts(method: str, option: str) -> bool:
 
 
 def available_methods() -> list[str]:
-    """Every inversion method, plus Prompt-to-Prompt on those that edit with eta = 1."""
-    return list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS]
+    """Every inversion method, plus Prompt-to-Prompt on those that edit with eta = 1, each also in faithful mode."""
+    plain = list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS]
+    return plain + [f"{m}+{FAITHFUL}" for m in plain]
 
 
 def method_specs(names: list[str] | None, ablation: bool | list[str], inner_steps: int | None,
@@ -110,19 +117,19 @@ def method_specs(names: list[str] | None, ablation: bool | list[str], inner_step
         raise ValueError(f"unknown method {', '.join(unknown) or '(none given)'}; choose from {', '.join(available)}")
     specs, variants = [], set()
     for name in dict.fromkeys(names):
-        method = name.removesuffix("+p2p")
+        method = name.split("+")[0]
         knob, values, _ = knob_of(name)
         options = {"inner_steps": inner_steps} if inner_steps is not None and accepts(method, "inner_steps") else {}
         if accepts(method, "seed"):
             options["seed"] = seed
         base = MethodSpec(name, method, knob, values, tuple(options.items()),
-                          "empty" if method == "pti" else "source")
+                          "empty" if method == "pti" else "source", FAITHFUL if name.endswith(FAITHFUL) else "paper")
         specs.append(base)
         for change in VARIANTS.get(name, ()):
             variant = {**options, **{k: v for k, v in change.items() if k != "init"}}
             label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in change.items())
             specs.append(MethodSpec(f"{name}[{label}]", method, knob, values, tuple(variant.items()),
-                                    change.get("init", base.init)))
+                                    change.get("init", base.init), base.mode))
             variants.add(specs[-1].name)
     if isinstance(ablation, list):
         unknown = [v for v in ablation if v not in variants]

@@ -5,7 +5,8 @@ Every inversion the chunk needs for a spec is made in one vectorized `invert` ca
 image keeps its own conditioning and early stopping, so it equals a one-by-one inversion within the tolerance
 tests/test_pti.py states); inversions are kept for the chunk, so a Prompt-to-Prompt spec reuses its base
 method's (and its reconstruction). The edits without attention control are sampled in one `sample_edits` call,
-the Prompt-to-Prompt ones in another, every setting over one source branch per image. Times are per-image shares: a call's wall time divided by the images or rows it made.
+the Prompt-to-Prompt ones in another, every setting over one source branch per image; a spec's editing mode
+(paper or faithful) applies to both. Times are per-image shares: a call's wall time divided by the images or rows it made.
 """
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ class Runner:
         sampled already (a P2P spec's reconstruction is its base method's) is reused with its time."""
         spec = group[0][1].spec
         calls: dict[bool, list[tuple[int, tuple, P2PConfig | None, tuple]]] = {False: [], True: []}
+        mode = spec.mode
         out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
         for index, (case, job) in enumerate(group):
             key = self.inversion_key(case, job)
@@ -119,7 +121,7 @@ class Runner:
                 edit, config = (inversion, job.edit.target_prompt, 1.0), P2PConfig(cross_replace=job.value)
             else:  # eta, or SDEdit's strength (its edit is plain target sampling, eta = 1)
                 edit = (inversion, job.edit.target_prompt, job.value if spec.knob == "eta" else 1.0)
-            sample_key = (key, *edit[1:], config)
+            sample_key = (key, *edit[1:], config, mode if edit[2] > 0 else "replay")
             if sample_key in self.sampled:
                 out[index] = self.sampled[sample_key]
             else:
@@ -128,12 +130,12 @@ class Runner:
             if not members:
                 continue
             start = time.perf_counter()
-            latents = sample_edits(self.pipe, [edit for _, edit, _, _ in members], progress=False,
+            samples = sample_edits(self.pipe, [edit for _, edit, _, _ in members], progress=False, mode=mode,
                                    p2p=[config for _, _, config, _ in members] if p2p else None,
                                    max_batch=self.batch_size)
             seconds = (time.perf_counter() - start) / len(members)
-            for (index, _, _, sample_key), z in zip(members, latents):
-                out[index] = self.sampled[sample_key] = (z, seconds)
+            for (index, _, _, sample_key), sample in zip(members, samples):
+                out[index] = self.sampled[sample_key] = (sample.latent, seconds)
         return out
 
     def decode(self, latents: list[torch.Tensor]) -> tuple[list, float]:

@@ -22,13 +22,13 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..editing.edit import DEFAULT_ETA, edit
+from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, edit
 from ..images import load_image
 from ..inversion.invert import invert
 from ..outputs import result_settings, write_inversion, write_png
 from .batch_results import RESULTS, Shard, check_out, is_done, latest, merge, read_all
-from .cli import DEFAULTS, add_common_options, add_inversion_options, check_device, check_ranges, eta_files, \
-    one_line, open_model, parse_etas
+from .cli import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_device, check_ranges, \
+    eta_files, one_line, open_model, parse_etas
 from .manifest import COLUMNS, ROW_SETTINGS, Job, plan_jobs, read_manifest
 
 DEFAULT_BATCH_SIZE = 8
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta", action="append", metavar="ETA[,ETA...]", help="eta for rows without one "
                         f"(default {DEFAULT_ETA})")
     parser.add_argument("--allow-extrapolation", action="store_true", help="allow eta above 1")
+    add_mode_option(parser)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"images per UNet batch, in inversion and in editing (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--save-inversions", action="store_true", help="also write DIR/NAME.safetensors per row")
@@ -68,7 +69,7 @@ class Edited:
 
 
 def process_group(pipe, jobs: list[Job], images: dict, allow_extrapolation: bool,
-                  max_batch: int | None = None) -> list[Edited]:
+                  max_batch: int | None = None, mode: str = DEFAULT_MODE) -> list[Edited]:
     """PTI stage 1 for the rows of one settings group, then stage 2 for each row and eta, in UNet batches.
 
     images: path -> image. One inversion per distinct (image, init prompt) serves all its rows: PTI's c_T does
@@ -92,7 +93,7 @@ def process_group(pipe, jobs: list[Job], images: dict, allow_extrapolation: bool
     results = {}
     for etas, rows in by_etas.items():
         chosen = [inversions[job.source] for job in rows]
-        edited = edit(pipe, chosen, [job.target for job in rows], list(etas), progress=False,
+        edited = edit(pipe, chosen, [job.target for job in rows], list(etas), progress=False, mode=mode,
                       allow_extrapolation=allow_extrapolation, max_batch=max_batch)
         for job, inversion, pictures in zip(rows, chosen, edited):
             results[job.row] = Edited(inversion, dict(zip(etas, pictures)))
@@ -124,7 +125,7 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
     loaded = [job for job in jobs if job.path in images]
     if loaded:
         try:
-            edited = process_group(model(), loaded, images, args.allow_extrapolation, args.batch_size)
+            edited = process_group(model(), loaded, images, args.allow_extrapolation, args.batch_size, args.mode)
         except Exception as error:  # noqa: BLE001 - out of memory, NaNs, ...: these rows fail, the run goes on
             message = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
             edited = [message] * len(loaded)
@@ -136,7 +137,7 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
             files = eta_files(out / f"{job.name}.png", job.etas)
             for eta, path in files.items():
                 write_png(result.images[eta], path, result_settings(result.inversion, prompt=job.target, eta=eta,
-                                                                     seed=job.settings["seed"]))
+                                                                     seed=job.settings["seed"], mode=args.mode))
             inversion = None
             if args.save_inversions:
                 inversion = f"{job.name}.safetensors"
@@ -220,7 +221,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     check_out(out, args.force)
     check_inputs_kept(jobs, manifest, out, args.save_inversions)
     model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model
-    keys = {job.row: job.key(model or "embedded", args.dtype) for job in jobs}
+    keys = {job.row: job.key(model or "embedded", args.dtype, args.mode) for job in jobs}
     previous = latest(read_all(out), jobs, keys) if out.is_dir() else {}
     todo = [job for job in jobs if not is_done(previous.get(job.row), out, planned_outputs(job, args.save_inversions))]
     return Plan(jobs, keys, todo)

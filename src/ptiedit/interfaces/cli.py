@@ -24,7 +24,7 @@ from .. import __version__
 from ..demo import ETAS as DEMO_ETAS
 from ..demo import demo_files, run_demo
 from ..models.family import PromptTruncatedWarning, model_family
-from ..editing.edit import DEFAULT_ETA, edit, reconstruct
+from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, MODES, edit, reconstruct
 from ..images import MAX_PIXELS, load_image, pixels_sha256, restore_size
 from ..inversion.invert import invert
 from ..models.fingerprint import pipeline_fingerprint
@@ -214,13 +214,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
         check_prompt(args.init_prompt, "--init-prompt")
     out = check_suffix(args.output, ".png", "the output")
     files = eta_files(out, etas)
+    mask_files = eta_files(check_suffix(args.mask, ".png", "--mask"), etas) if args.mask else {}
     grid = out.with_name(f"{out.stem}_grid{out.suffix}") if len(etas) > 1 else None
     inversion_path = Path(args.inversion) if args.inversion else None
     reuse = inversion_path is not None and inversion_path.exists()
     writes_inversion = inversion_path is not None and not reuse
     if writes_inversion:
         check_suffix(args.inversion, ".safetensors", "--inversion")
-    outputs, inputs = list(files.values()), [args.input]
+    outputs, inputs = [*files.values(), *mask_files.values()], [args.input]
     outputs += [grid] if grid is not None else []
     outputs += [inversion_path] if writes_inversion else []
     inputs += [inversion_path] if reuse else []
@@ -246,16 +247,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
             if writes_inversion:
                 write_inversion(inversion, inversion_path)
                 say(args, f"wrote {inversion_path}")
-        results = dict(zip(sampled, edit(pipe, inversion, target, sampled, progress=progress,
-                                         max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation)))
-    for eta, path in files.items():
-        result = restore_size(results[eta], image) if args.keep_size else results[eta]
-        write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed))
+        images, masks = edit(pipe, inversion, target, sampled, progress=progress, mode=args.mode,
+                             max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True)
+        results, masks = dict(zip(sampled, images)), dict(zip(sampled, masks))
+    for eta, path in [*files.items(), *mask_files.items()]:
+        picture = (masks if path in mask_files.values() else results)[eta]
+        picture = restore_size(picture, image) if args.keep_size else picture
+        write_png(picture, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
         say(args, f"wrote {path}")
     if grid is not None:
         row = [model_image(pipe, image), results[0.0], *(results[eta] for eta in etas)]
         picture = label_grid([row], ["input", "reconstruction", *(f"eta {eta_name(eta)}" for eta in etas)])
-        write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed))
+        write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed, mode=args.mode))
         say(args, f"wrote {grid}")
     return 0
 
@@ -335,6 +338,12 @@ def add_device_options(parser: argparse.ArgumentParser, group=None) -> None:
                         "(accelerate model offload; needs a GPU)")
 
 
+def add_mode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="faithful (default): change only what "
+                        "an automatic mask finds the target changes, keep the reconstruction elsewhere; paper: the "
+                        "paper's plain stage 2, which resamples the whole picture")
+
+
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
     group = parser.add_argument_group("inversion (PTI stage 1)")
     group.add_argument("--steps", type=int, help="DDIM steps, 1 up to the scheduler's training timesteps "
@@ -368,6 +377,9 @@ def build_parser(argv: list[str]) -> ArgumentParser:
     p.add_argument("--eta", action="append", metavar="ETA[,ETA...]", help="share of the target prompt in [0, 1]: "
                    f"0 reconstructs, 1 is the target prompt alone; repeat or list for a sweep (default {DEFAULT_ETA})")
     p.add_argument("--allow-extrapolation", action="store_true", help="allow eta above 1")
+    add_mode_option(p)
+    p.add_argument("--mask", metavar="MASK.png", help="also write the automatic edit mask (white: edited; faithful "
+                   "mode), named per eta as the outputs are")
     p.add_argument("--inversion", metavar="INV.safetensors", help="reuse this inversion if it exists (it must "
                    "come from the same image, model and settings), else write the new one here")
     p.add_argument("--keep-size", action="store_true", help="resize results to exactly the input's size")

@@ -59,10 +59,10 @@ class Job:
         """What the row's inversion depends on beyond its group: rows with the same source share one."""
         return self.path, self.settings["init_prompt"] or ""
 
-    def key(self, model: str, dtype: str | None) -> str:
+    def key(self, model: str, dtype: str | None, mode: str) -> str:
         """Identifies the work a finished row did; a rerun skips the row only while its key is unchanged."""
         spec = {"image": self.image, "target": self.target, "etas": self.etas, "settings": self.settings,
-                "model": model, "dtype": dtype}
+                "model": model, "dtype": dtype, "mode": mode}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

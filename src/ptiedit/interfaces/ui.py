@@ -30,13 +30,15 @@ MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is 
 MAX_PROMPT_CHARS = 1000
 MAX_SWEEP = 8  # etas in one sweep (sampled in one batch unless --max-batch splits it)
 STEPS_RANGE, INNER_STEPS_RANGE, GUIDANCE_RANGE = (2, 200), (0, 50), (1.0, 20.0)
-# eta: editing.edit.DEFAULT_ETA, written out so that this module loads without torch
-DEFAULTS = {"eta": 0.9, "sweep": "0.6, 0.9, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0}
+# eta and mode: editing.edit.DEFAULT_ETA and DEFAULT_MODE, written out so that this module loads without torch
+DEFAULTS = {"eta": 0.9, "sweep": "0.6, 0.9, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0,
+            "mode": "faithful"}
+MODE_CHOICES = [("faithful: keep what the prompt does not change", "faithful"), ("paper: plain stage 2", "paper")]
 EDIT_FILE, INVERSION_FILE = "ptiedit-edit.png", "ptiedit-inversion.safetensors"
 # Shapes-world images are 64 px: the embedded model's views get class "pixelated", scaled up with crisp pixels.
 CSS = """.pixelated img { image-rendering: pixelated; }
-#input-image img, #reconstruction img, #result img { width: 100%; height: 100%; object-fit: contain; }
-#reconstruction img, #result img { box-sizing: border-box; padding: 36px 8px 8px; }"""
+#input-image img, #reconstruction img, #result img, #mask img { width: 100%; height: 100%; object-fit: contain; }
+#reconstruction img, #result img, #mask img { box-sizing: border-box; padding: 36px 8px 8px; }"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,11 +220,13 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
             return None
         return gr.skip()
 
-    def run_edit(upload, prompt, eta, sweep, steps, guidance, inner_steps, seed, random_seed, session,
+    def run_edit(upload, prompt, eta, mode, sweep, steps, guidance, inner_steps, seed, random_seed, session,
                  progress=gr.Progress(track_tqdm=True)):  # declaring it makes gradio show the tqdm bar
         try:
             settings = check_request(prompt, eta, steps, guidance, inner_steps, seed)
             sweep_etas = parse_etas(sweep if isinstance(sweep, str) else "")
+            if mode not in dict(MODE_CHOICES).values():
+                raise ValueError(f"unknown editing mode {mode!r}")
             image = open_upload(upload)  # invert() fits it to the model, keeping its aspect ratio
         except ValueError as error:
             raise refuse(error) from None
@@ -254,8 +258,9 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                     write_inversion(session.inversion, session.folder / INVERSION_FILE)
                 # One batch: the main eta, the sweep, and eta = 0 (the reconstruction) after a new inversion.
                 etas = list(dict.fromkeys([settings["eta"]] + sweep_etas + ([0.0] if fresh else [])))
-                images = dict(zip(etas, edit(pipe, session.inversion, settings["prompt"], etas, progress=bar,
-                                             max_batch=max_batch)))
+                edited, masks = edit(pipe, session.inversion, settings["prompt"], etas, progress=bar, mode=mode,
+                                     max_batch=max_batch, return_masks=True)
+                images, masks = dict(zip(etas, edited)), dict(zip(etas, masks))
         except ValueError as error:
             yield {status: f"Failed: {error}"}
             raise refuse(error) from None
@@ -266,9 +271,10 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
             session.key, session.reconstruction = key, images[0.0]
         edited, seed = images[settings["eta"]], session.inversion.settings["seed"]
         write_png(edited, session.folder / EDIT_FILE,
-                  result_settings(session.inversion, prompt=settings["prompt"], eta=settings["eta"], seed=seed))
+                  result_settings(session.inversion, prompt=settings["prompt"], eta=settings["eta"], seed=seed,
+                                  mode=mode))
         seconds = time.perf_counter() - start
-        yield {result: edited, reconstruction: session.reconstruction,
+        yield {result: edited, reconstruction: session.reconstruction, mask_view: masks[settings["eta"]],
                gallery: [(images[e], f"eta = {e:g}") for e in sweep_etas],
                status: f"Inverted and edited in {seconds:.1f} s." if fresh else
                        f"Edited only (reused this session's inversion) in {seconds:.1f} s.",
@@ -288,6 +294,8 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                                       elem_id="reconstruction", elem_classes=pixelated, height=320)
             result = gr.Image(label="edited", interactive=False, format="png", elem_id="result",
                               elem_classes=pixelated, height=320)
+            mask_view = gr.Image(label="edit mask (white: changed; faithful mode)", interactive=False, format="png",
+                                 elem_id="mask", elem_classes=pixelated, height=320)
         with gr.Row():
             prompt = gr.Textbox(label="target prompt", placeholder="describe the edited image, e.g. a green circle "
                                 "in the center on a white background", max_length=MAX_PROMPT_CHARS, scale=4,
@@ -296,6 +304,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
         with gr.Row():
             eta = gr.Slider(0, 1, value=DEFAULTS["eta"], step=0.05, label="eta (0 = reconstruction, 1 = target "
                             "prompt only)", elem_id="eta")
+            mode = gr.Radio(MODE_CHOICES, value=DEFAULTS["mode"], label="editing mode", elem_id="mode")
             sweep = gr.Textbox(value=DEFAULTS["sweep"], label=f"eta sweep (up to {MAX_SWEEP}, comma-separated)",
                                elem_id="sweep")
         with gr.Accordion("Advanced", open=False, elem_id="advanced"):
@@ -326,12 +335,13 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
         # bad file gets this app's one-line message rather than gradio's own decoding error.
         source.upload(check_upload, source, source, concurrency_limit=None, show_progress="hidden", preprocess=False,
                       api_visibility="private")
-        inputs = [source, prompt, eta, sweep, steps, guidance, inner_steps, seed_box, random_seed, state]
-        outputs = [result, reconstruction, gallery, status, counter, png_file, inversion_file, seed_box, state]
+        inputs = [source, prompt, eta, mode, sweep, steps, guidance, inner_steps, seed_box, random_seed, state]
+        outputs = [result, reconstruction, mask_view, gallery, status, counter, png_file, inversion_file, seed_box,
+                   state]
         # Both triggers share one concurrency group, so the queue runs one job on the model at a time.
         for trigger, visibility in ((button.click, "public"), (prompt.submit, "undocumented")):
             trigger(run_edit, inputs, outputs, api_name="edit", api_visibility=visibility, concurrency_id="model",
-                    show_progress_on=[result, reconstruction, gallery], preprocess=False)
+                    show_progress_on=[result, reconstruction, mask_view, gallery], preprocess=False)
     return demo
 
 
