@@ -190,6 +190,9 @@ def test_inversions_are_refused_for_another_model_or_image(capsys, tmp_path, ima
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "e.png", "--model", models[1],
                        "--inversion", inv)
     assert_one_error_line(code, err, "invert the image again")
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "allowed.png", "--model",
+                       models[1], "--inversion", inv, "--allow-changed-weights", "--quiet")  # said explicitly: accepted
+    assert code == 0, err
     other = write_image(tmp_path / "other.png", seed=1)
     code, _, err = run(capsys, "edit", other, "--target", TARGET, "-o", tmp_path / "e.png", "--model", models[0],
                        "--inversion", inv)

@@ -60,14 +60,16 @@ def check_mode(mode: str) -> None:
 @torch.no_grad()
 def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str = DEFAULT_MODE,
                  p2p: P2PConfig | Sequence[P2PConfig] | None = None, faithful: FaithfulConfig | None = None,
-                 max_batch: int | None = None) -> list[EditSample]:
+                 max_batch: int | None = None, allow_changed_weights: bool = False) -> list[EditSample]:
     """Edited latents, one per job: every (inversion, target, eta) sampled in batches of up to max_batch; jobs of
     different sizes or schedules go in different batches.
 
     mode "faithful" (editing/faithful.py, settings `faithful`) keeps the picture outside an automatic edit mask;
     "paper" is the paper's plain stage 2. eta = 0 replays the reconstruction exactly in both modes.
     p2p: Prompt-to-Prompt settings, one for all jobs or one per job. With either, each inversion in a batch adds its
-    reconstruction branch (eta = 0), whose attention (and, faithful, whose latents outside the mask) its edits take."""
+    reconstruction branch (eta = 0), whose attention (and, faithful, whose latents outside the mask) its edits take.
+    allow_changed_weights: edit with weights other than the inversion's (e.g. a LoRA applied since); eta = 0 then
+    no longer replays the reconstruction."""
     check_mode(mode)
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -77,7 +79,7 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
     faithful = (faithful or FaithfulConfig()) if mode == "faithful" else None
     family, fingerprint = model_family(pipe), pipeline_fingerprint(pipe)
     for inversion in {id(job[0]): job[0] for job in jobs}.values():
-        inversion.check_compatible(fingerprint)
+        inversion.check_compatible(fingerprint, allow_changed_weights)
     device = family.device
     targets = {prompt: family.encode_prompt(prompt) for _, prompt, _ in jobs}
     groups: dict[tuple, list[int]] = {}
@@ -172,7 +174,7 @@ def mask_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
 def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | Sequence[str],
          eta: float | Sequence[float] = DEFAULT_ETA, *, progress: Progress = True, allow_extrapolation: bool = False,
          mode: str = DEFAULT_MODE, p2p: P2PConfig | None = None, faithful: FaithfulConfig | None = None,
-         max_batch: int | None = None, return_masks: bool = False):
+         max_batch: int | None = None, return_masks: bool = False, allow_changed_weights: bool = False):
     """Edit inverted images toward their target prompts. eta=0 reproduces the reconstruction, eta=1 conditions on
     the target prompt alone (the baselines edit with eta=1).
 
@@ -182,7 +184,7 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     one target each) returns one list of images per inversion, every (image, eta) sampled in shared UNet batches
     of up to max_batch. p2p: Prompt-to-Prompt attention control (editing/p2p.py); each inversion in a batch
     brings its own reconstruction branch. return_masks: return (images, masks), the masks as black-and-white
-    images in the same layout (all black in paper mode).
+    images in the same layout (all black in paper mode). allow_changed_weights: as sample_edits.
     """
     etas = [eta] if isinstance(eta, (int, float)) else list(eta)
     check_etas(etas, allow_extrapolation)
@@ -192,7 +194,8 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     if len(targets) != len(inversions):
         raise ValueError(f"got {len(inversions)} inversions but {len(targets)} target prompts")
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
-    samples = sample_edits(pipe, jobs, progress=progress, mode=mode, p2p=p2p, faithful=faithful, max_batch=max_batch)
+    samples = sample_edits(pipe, jobs, progress=progress, mode=mode, p2p=p2p, faithful=faithful, max_batch=max_batch,
+                           allow_changed_weights=allow_changed_weights)
     family = model_family(pipe)
     images = [family.decode_latents(s.latent)[0] for s in samples]  # one at a time: items may differ in size
     masks = [mask_image(torch.zeros_like(s.latent[:, :1]) if s.mask is None else s.mask, im.size)

@@ -235,7 +235,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     pipe = open_model(args)
     check_steps(pipe, args)
     if reuse:
-        inversion.check_compatible(pipeline_fingerprint(pipe))
+        inversion.check_compatible(pipeline_fingerprint(pipe), args.allow_changed_weights)
         if inversion.fingerprint.get("image_sha256") != pixels_sha256(model_image(pipe, image)):
             raise ValueError(f"{inversion_path} was made from another image than {args.input}")
     # 3. Invert (PTI stage 1) unless reused, and edit (PTI stage 2) under one progress display. The grid shows
@@ -248,7 +248,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
                 write_inversion(inversion, inversion_path)
                 say(args, f"wrote {inversion_path}")
         images, masks = edit(pipe, inversion, target, sampled, progress=progress, mode=args.mode,
-                             max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True)
+                             max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True,
+                             allow_changed_weights=args.allow_changed_weights)
         results, masks = dict(zip(sampled, images)), dict(zip(sampled, masks))
     for eta, path in [*files.items(), *mask_files.items()]:
         picture = (masks if path in mask_files.values() else results)[eta]
@@ -382,6 +383,9 @@ def build_parser(argv: list[str]) -> ArgumentParser:
                    "mode), named per eta as the outputs are")
     p.add_argument("--inversion", metavar="INV.safetensors", help="reuse this inversion if it exists (it must "
                    "come from the same image, model and settings), else write the new one here")
+    p.add_argument("--allow-changed-weights", action="store_true", help="reuse an --inversion made with other "
+                   "weights of the same family and schedule (a fine-tune, a merged LoRA); eta 0 then no longer "
+                   "replays its reconstruction")
     p.add_argument("--keep-size", action="store_true", help="resize results to exactly the input's size")
     p.add_argument("--max-batch", type=int, metavar="N", help="at most N etas in one UNet batch; a longer "
                    "sweep runs in chunks (default: all at once)")

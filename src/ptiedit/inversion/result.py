@@ -70,9 +70,10 @@ class Inversion:
     def guidance(self) -> float:
         return float(self.settings["guidance"])
 
-    def check_compatible(self, fingerprint: dict) -> None:
-        """Refuse to edit with a pipeline other than the one this inversion was made with (models/fingerprint.py)."""
-        check_same_model(self.fingerprint, fingerprint)
+    def check_compatible(self, fingerprint: dict, allow_changed_weights: bool = False) -> None:
+        """Refuse to edit with a pipeline other than the one this inversion was made with (models/fingerprint.py);
+        allow_changed_weights accepts other weights of the same family and schedule (a LoRA applied since)."""
+        check_same_model(self.fingerprint, fingerprint, allow_changed_weights)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         named = {"z_T": self.z_T, "timesteps": self.timesteps}
