@@ -11,6 +11,7 @@ the Prompt-to-Prompt ones in another, every setting over one source branch per i
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -37,6 +38,11 @@ class Job:
     knob: str
     value: float | None  # knob value of an edit; None for the reconstruction
     edit: EditCase | None  # None: the reconstruction (eta = 0, no edit)
+
+
+def image_seed(seed: int, image_id: str) -> int:
+    """A noise seed of its own for each image of a bench run."""
+    return (seed * 1_000_003 + zlib.crc32(image_id.encode())) % 2**63
 
 
 def save_once(image, path: Path) -> None:
@@ -97,6 +103,9 @@ class Runner:
             start = time.perf_counter()
             options = dict(options)  # a variant's guidance replaces the bench's; the edits use the inversion's
             guidance = options.pop("guidance", self.guidance)
+            if method == "sdedit":  # each image its own noise, the same whatever the batch it is drawn in
+                seed = options.pop("seed", 0)
+                options["generator"] = [torch.Generator().manual_seed(image_seed(seed, k[0])) for k in keys]
             inversions = invert(self.pipe, [missing[k][0].image for k in keys], method=method,
                                 prompt=[missing[k][1] for k in keys], steps=self.steps, guidance=guidance,
                                 progress=False, max_batch=self.batch_size, **options)
