@@ -11,4 +11,14 @@ from .models.family import NonFiniteError, model_family  # noqa: E402
 from .models.loading import load_pipeline  # noqa: E402
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_MODE", "FaithfulConfig", "Inversion", "METHODS", "MODES", "NonFiniteError",
-           "P2PConfig", "edit", "invert", "load_image", "load_pipeline", "model_family", "reconstruct", "__version__"]
+           "P2PConfig", "PTIPipeline", "edit", "invert", "load_image", "load_pipeline", "model_family", "reconstruct",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    """PTIPipeline is imported on first use: it imports diffusers, which `import ptiedit` does not need."""
+    if name == "PTIPipeline":
+        from .pipeline import PTIPipeline
+
+        return PTIPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

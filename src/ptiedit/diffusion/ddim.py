@@ -178,12 +178,18 @@ def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: Conditioning,
 @torch.no_grad()
 def sample_ddim(model, z: torch.Tensor, schedule: Schedule, cond: Conditioning, uncond: Conditioning,
                 guidance: float, progress: Progress = True, fused: bool = False,
-                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Deterministic DDIM sampling with classifier-free guidance; cond/uncond may be per step (T, B, ...)."""
+                callback: Callable[[int, torch.Tensor], dict | None] | None = None) -> torch.Tensor:
+    """Deterministic DDIM sampling with classifier-free guidance; cond/uncond may be per step (T, B, ...).
+    callback(i, z) runs after each step; a dict it returns with "latents" replaces z (diffusers' semantics)."""
     for i in track(range(len(schedule)), len(schedule), progress, "DDIM sampling"):
         prediction = guided_prediction(model, z, schedule.timesteps[i], cond.at_step(i), uncond.at_step(i),
                                        guidance, fused)
         z = ddim_step(prediction, schedule.alpha_next(i))
         if callback is not None:
-            callback(i, z)
+            z = callback_latents(callback(i, z), z)
     return z
+
+
+def callback_latents(output, z: torch.Tensor) -> torch.Tensor:
+    """The latents a step callback returned under "latents" (diffusers' callback_on_step_end), else z."""
+    return output["latents"].to(z) if isinstance(output, dict) and "latents" in output else z

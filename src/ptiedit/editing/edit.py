@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,8 @@ def check_mode(mode: str) -> None:
 @torch.no_grad()
 def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str = DEFAULT_MODE,
                  p2p: P2PConfig | Sequence[P2PConfig] | None = None, faithful: FaithfulConfig | None = None,
-                 max_batch: int | None = None, allow_changed_weights: bool = False) -> list[EditSample]:
+                 max_batch: int | None = None, allow_changed_weights: bool = False,
+                 callback: Callable[[int, torch.Tensor, torch.Tensor], dict | None] | None = None) -> list[EditSample]:
     """Edited latents, one per job: every (inversion, target, eta) sampled in batches of up to max_batch; jobs of
     different sizes or schedules go in different batches.
 
@@ -69,7 +70,9 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
     p2p: Prompt-to-Prompt settings, one for all jobs or one per job. With either, each inversion in a batch adds its
     reconstruction branch (eta = 0), whose attention (and, faithful, whose latents outside the mask) its edits take.
     allow_changed_weights: edit with weights other than the inversion's (e.g. a LoRA applied since); eta = 0 then
-    no longer replays the reconstruction."""
+    no longer replays the reconstruction.
+    callback(step, timestep, latents): after each step of each UNet batch, with the batch's edit latents (not its
+    reconstruction branches); a dict it returns with "latents" replaces them (diffusers' callback_on_step_end)."""
     check_mode(mode)
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -104,7 +107,10 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
             latents, masks = sample_chunk(pipe, picked, targets, device,
                                           [j is None for j in rows] if branched else None,
                                           [None if j is None else configs[j] for j in rows],
-                                          None if replay else faithful, progress)
+                                          None if replay else faithful, progress,
+                                          None if callback is None else step_callback(
+                                              callback, picked[0][0].timesteps,
+                                              [b for b, j in enumerate(rows) if j is not None]))
             for b, j in enumerate(rows):
                 if j is not None:
                     mask = masks[b:b + 1] if masks is not None else (
@@ -113,12 +119,25 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
     return out
 
 
+def step_callback(callback, timesteps: torch.Tensor, rows: list[int]):
+    """A sampler's callback(i, z) that shows `callback` the given rows of z, and takes back latents it returns."""
+    def step(i: int, z: torch.Tensor):
+        whole = len(rows) == len(z)
+        output = callback(i, timesteps[i], z if whole else z[rows])
+        if not (isinstance(output, dict) and "latents" in output) or whole:
+            return output
+        z = z.clone()
+        z[rows] = output["latents"].to(z)
+        return {"latents": z}
+    return step
+
+
 def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device, is_source: list[bool] | None,
                  configs: list[P2PConfig | None], faithful: FaithfulConfig | None,
-                 progress: Progress = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 progress: Progress = True, callback=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One UNet batch of jobs that share a batch_key: (latents, masks or None). With is_source (one flag per job),
     a flagged job is a reconstruction branch and the jobs after it, up to the next flagged one, are its edits, each
-    with its Prompt-to-Prompt settings (None: none)."""
+    with its Prompt-to-Prompt settings (None: none). callback(i, z): the samplers' step callback."""
     family, first = model_family(pipe), jobs[0][0]
     # 1. Conditioning per step and job: c~_t = eta c_target + (1 - eta) c_t; the unconditional branch is the inversion's.
     eta = torch.tensor([e for _, _, e in jobs], dtype=torch.float32, device=device)
@@ -129,7 +148,8 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     z_T = torch.cat([inv.z_T.to(device, torch.float32) for inv, _, _ in jobs])
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
     if is_source is None:
-        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress), None
+        return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress,
+                           callback=callback), None
     # 3. Edits beside their reconstruction branch: attention control, and in faithful mode the mask and blending.
     source, groups, source_prompt, last = [], [], "", 0
     for b, ((inversion, prompt, _), config) in enumerate(zip(jobs, configs)):
@@ -149,10 +169,14 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     control = AttentionReplace(groups, len(schedule), latent_tokens=z_T.shape[-2] * z_T.shape[-1]) if active else None
     with attention_control(pipe.unet, control) if control is not None else nullcontext():
         if faithful is None:
+            def step(i, z):
+                if control is not None:
+                    control.step_done(i, z)
+                return callback(i, z) if callback is not None else None
             return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress, fused=True,
-                               callback=control and control.step_done), None
+                               callback=step), None
         return sample_faithful(family, z_T, schedule, cond, uncond, first.guidance,
-                               torch.tensor(source, device=device), faithful, progress, control)
+                               torch.tensor(source, device=device), faithful, progress, control, callback)
 
 
 def edit_latents(pipe, inversion: Inversion, target_prompt: str, etas: Sequence[float], *, progress: Progress = True,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.conditioning import Conditioning
-from ..diffusion.ddim import Schedule, ddim_step, guided_prediction
+from ..diffusion.ddim import Schedule, callback_latents, ddim_step, guided_prediction
 from ..diffusion.progress import Progress, track
 
 
@@ -44,10 +44,11 @@ def edit_mask(difference: torch.Tensor, threshold: float) -> torch.Tensor:
 @torch.no_grad()
 def sample_faithful(model, z: torch.Tensor, schedule: Schedule, cond: Conditioning, uncond: Conditioning,
                     guidance: float, source: torch.Tensor, config: FaithfulConfig, progress: Progress = True,
-                    control=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    control=None, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM sampling with an automatic mask and latent blending; returns (latents, masks (B, 1, h, w)).
 
     source[b] is the row of b's reconstruction branch (source[b] == b for a reconstruction row, whose mask is 0).
+    callback(i, z): as sample_ddim's, after each step's blending.
     control: the P2P AttentionReplace that injects the reconstruction's attention (installed by the caller). The
     branches run as one batch [uncond; cond]: one UNet call per step, which is also the fastest on a CPU."""
     T = len(schedule)
@@ -67,4 +68,6 @@ def sample_faithful(model, z: torch.Tensor, schedule: Schedule, cond: Conditioni
             z = z[source] + mask * (z - z[source])
         if control is not None:
             control.step_done(i, z)
+        if callback is not None:
+            z = callback_latents(callback(i, z), z)
     return z, mask
