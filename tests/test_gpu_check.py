@@ -23,7 +23,9 @@ def test_quick_check_runs_every_stage_and_writes_one_table(tmp_path, capsys):
     row = next(line for line in table.splitlines() if line.startswith("| tiny |")).strip("| ").split(" | ")
     assert row[-1] == "ok" and row[-2] == "2/2"  # status; the loss fell at both steps
     assert row[-3] == "0.0e+00"  # eta = 0 replays stage 1 bit for bit on the CPU
-    assert row[9] == "8/4/4"  # UNet calls: inversion 2 + 2 x (uncond + 2 evaluations); 2 x 2 per sampling pass
+    # UNet calls: inversion 2 + 2 x (uncond + 2 evaluations); the edit pass (faithful mode) replays eta 0 in 2 x 2
+    # calls and samples the other etas beside their reconstruction branch in one fused call per step; replay 2 x 2
+    assert row[9] == "8/6/4"
 
 
 def test_unknown_architecture_is_one_line_and_exit_2(capsys):

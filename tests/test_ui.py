@@ -115,7 +115,7 @@ def test_shapes_examples_and_pixel_art_only_for_the_embedded_model(tmp_path, tin
 
     embedded = page_components(load_pipeline(), tmp_path / "a")
     assert any(c["type"] == "dataset" for c in embedded)  # gr.Examples
-    assert set(pixelated(embedded)) == {"input-image", "reconstruction", "result", "sweep-gallery"}
+    assert set(pixelated(embedded)) == {"input-image", "reconstruction", "result", "mask", "sweep-gallery"}
     other = page_components(tiny_pipe, tmp_path / "b")
     assert not any(c["type"] == "dataset" for c in other)
     assert pixelated(other) == []
