@@ -119,6 +119,12 @@ def test_edit_writes_the_edit_mask_and_takes_the_paper_mode(capsys, tmp_path, im
         assert png.mode == "L" and png.size == (16, 12) and set(np.unique(np.asarray(png))) <= {0, 255}
         assert np.asarray(png).max() == 255  # eta 1 changes something
     assert read_png_settings(mask)["mode"] == "faithful"
+    kept = tmp_path / "kept_mask.png"
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "kept.png", "--model", model, *FAST,
+                       "--quiet", "--mask", kept, "--eta", "1", "--keep-size")
+    assert code == 0, err
+    with Image.open(kept) as png:  # resized to the input's 24x20, and still black and white
+        assert png.size == (24, 20) and set(np.unique(np.asarray(png))) <= {0, 255}
     paper = tmp_path / "paper.png"
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", paper, "--model", model, *FAST, "--quiet",
                        "--mode", "paper", "--eta", "1")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __path__ as package_path
@@ -251,10 +252,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
                              max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True,
                              allow_changed_weights=args.allow_changed_weights)
         results, masks = dict(zip(sampled, images)), dict(zip(sampled, masks))
-    for eta, path in [*files.items(), *mask_files.items()]:
-        picture = (masks if path in mask_files.values() else results)[eta]
-        picture = restore_size(picture, image) if args.keep_size else picture
-        write_png(picture, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
+    for eta, path in files.items():
+        result = restore_size(results[eta], image) if args.keep_size else results[eta]
+        write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
+        say(args, f"wrote {path}")
+    for eta, path in mask_files.items():  # a mask stays black and white: resized by nearest neighbour
+        mask = masks[eta].resize(image.size, Image.NEAREST) if args.keep_size else masks[eta]
+        write_png(mask, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
         say(args, f"wrote {path}")
     if grid is not None:
         row = [model_image(pipe, image), results[0.0], *(results[eta] for eta in etas)]
