@@ -25,16 +25,11 @@ import torch
 
 import ptiedit
 from ptiedit.editing.edit import DEFAULT_ETA, MODES, sample_edits
-from ptiedit.evaluation.metrics import psnr
+from ptiedit.evaluation.metrics import iou, psnr
 from ptiedit.evaluation.suites import textured_scene, textured_suite
 from ptiedit.outputs import label_grid
 from ptiedit.toyworld.edits import apply_edit
 from ptiedit.toyworld.finder import find_objects
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
 
 
 def object_iou(image, color: str, background, reference: np.ndarray) -> float:

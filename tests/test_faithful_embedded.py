@@ -7,17 +7,13 @@ import numpy as np
 import pytest
 
 import ptiedit
-from ptiedit.evaluation.metrics import psnr
+from ptiedit.evaluation.metrics import iou, psnr
 from ptiedit.evaluation.suites import textured_scene, textured_suite
 from ptiedit.toyworld.edits import apply_edit
 from ptiedit.toyworld.finder import find_objects
 
 SIZE, SCENES = 64, 4
 FIRST_SQUARES = (15, 16, 18, 19)  # indices of the first four squares among the bench's object-colour scenes
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
 
 
 def colour_edits(pipe, indices):

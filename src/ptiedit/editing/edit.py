@@ -222,15 +222,17 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
                            allow_changed_weights=allow_changed_weights)
     family = model_family(pipe)
     images = [family.decode_latents(s.latent)[0] for s in samples]  # one at a time: items may differ in size
-    masks = [mask_image(torch.zeros_like(s.latent[:, :1]) if s.mask is None else s.mask, im.size)
-             for s, im in zip(samples, images)]
 
     def shaped(items: list):
         per_item = chunks(items, len(etas))
         if many:
             return per_item
         return per_item[0][0] if isinstance(eta, (int, float)) else per_item[0]
-    return (shaped(images), shaped(masks)) if return_masks else shaped(images)
+    if not return_masks:
+        return shaped(images)
+    masks = [mask_image(torch.zeros_like(s.latent[:, :1]) if s.mask is None else s.mask, im.size)
+             for s, im in zip(samples, images)]
+    return shaped(images), shaped(masks)
 
 
 def reconstruct(pipe, inversion: Inversion, progress: Progress = True):

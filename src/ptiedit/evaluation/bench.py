@@ -88,7 +88,8 @@ def knob_of(name: str) -> tuple[str, tuple[float, ...], float]:
     parts = name.split("[")[0].split("+")
     if "p2p" in parts:
         return P2P
-    return FAITHFUL_KNOBS.get(parts[0], KNOBS.get(parts[0], PLAIN)) if FAITHFUL in parts else KNOBS.get(parts[0], PLAIN)
+    knobs = {**KNOBS, **FAITHFUL_KNOBS} if FAITHFUL in parts else KNOBS
+    return knobs.get(parts[0], PLAIN)
 
 
 def default_knob(name: str) -> str:

@@ -100,6 +100,12 @@ def compare(prediction, reference, edited=None) -> dict[str, float | None]:
             "mse": mse(prediction, reference, edited)}
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1 when both are empty)."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
 def mean_interval(values, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high): the mean of the finite values and its 95% percentile-bootstrap interval.
 
