@@ -23,7 +23,7 @@ from .editing.edit import DEFAULT_ETA, DEFAULT_MODE, EditSample, check_etas, mas
 from .images import load_image, to_rgb
 from .inversion.invert import invert as invert_images
 from .inversion.result import Inversion
-from .models.family import check_finite, family_of_index, model_family
+from .models.family import family_of_index, model_family
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 CALLBACK_TENSOR_INPUTS = ("latents",)
@@ -273,7 +273,7 @@ class PTIPipeline:
         if output_type == "pil":
             images = [family.decode_latents(s.latent)[0] for s in samples]
             return images, [mask_image(s.mask, im.size) for s, im in zip(samples, images)] if faithful else None
-        pixels = torch.cat([self.decode(s.latent) for s in samples])  # (B, 3, H, W) in [0, 1]
+        pixels = torch.cat([family.decode_pixels(s.latent) for s in samples])  # (B, 3, H, W) in [0, 1]
         masks = None
         if faithful:
             factor = pixels.shape[-1] // samples[0].latent.shape[-1]
@@ -284,8 +284,5 @@ class PTIPipeline:
                 masks.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) if faithful else None)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents to float images (B, 3, H, W) in [0, 1], as the pipeline's own decoding; non-finite refused."""
-        family, vae = model_family(self.pipeline), self.pipeline.vae
-        check_finite(z, "the sampled latent")
-        x = vae.decode((z / vae.config.scaling_factor).to(family.device, vae.dtype)).sample.float()
-        return (check_finite(x, "the decoded image").clamp(-1, 1) + 1) / 2
+        """Latents (output_type="latent") to float images (B, 3, H, W) in [0, 1], as output_type="pt" gives them."""
+        return model_family(self.pipeline).decode_pixels(z)

@@ -147,13 +147,19 @@ class StableDiffusion:
         return check_finite(latent * vae.config.scaling_factor, "the encoded latent").contiguous()
 
     @torch.no_grad()
-    def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
-        """Decode latents (B, C, h, w) to RGB images; refuses non-finite results rather than writing black PNGs."""
+    @torch.no_grad()
+    def decode_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode latents (B, C, h, w) to float images (B, 3, H, W) in [0, 1]; refuses non-finite results rather
+        than writing black PNGs."""
         vae = self.pipe.vae
         check_finite(z, "the sampled latent")
         x = check_finite(vae.decode((z / vae.config.scaling_factor).to(self.device, vae.dtype)).sample.float(),
                          "the decoded image")
-        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return (x.clamp(-1, 1) + 1) / 2
+
+    def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
+        """Decode latents (B, C, h, w) to RGB images (decode_pixels, rounded to 8 bits)."""
+        pixels = (self.decode_pixels(z) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(p) for p in pixels]
 
 
