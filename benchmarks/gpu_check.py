@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ptiedit import __version__
+from ptiedit.devices import resolve_device
 from ptiedit.diffusion.ddim import make_schedule
 from ptiedit.editing.edit import edit_latents
 from ptiedit.images import pixels_sha256
@@ -342,8 +343,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.force:
         parser.error(f"{args.out} exists; pass --force to overwrite it")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("CUDA is not available here; use --device cpu")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

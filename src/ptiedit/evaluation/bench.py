@@ -15,22 +15,21 @@ import inspect
 import json
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
 from ..editing.edit import DEFAULT_ETA
-from ..interfaces.cli import check_device
 from ..inversion.invert import METHODS
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
 from ..models.loading import load_pipeline
 from .metrics import LearnedMetrics
 from .report import RECONSTRUCTION, image_path, write_outputs
-from .runner import Job, Runner, save_once
-from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, TEXTURED_EDIT_TYPES, Case, EditCase, check_edit_types,
+from .runner import Job, MethodSpec, Runner, save_once
+from .suites import (DEFAULT_SCENES, EDIT_TYPES, SUITES, TEXTURED_EDIT_TYPES, Case, check_edit_types,
                      photos_suite, piebench_suite, shapes_suite, textured_suite)
 
 # Knob swept per method: (name, values, default). Methods not listed edit by CFG on the target prompt (eta = 1).
@@ -57,29 +56,6 @@ SETTINGS_FILE = "bench.json"
 RUNS_FILE = "runs.jsonl"  # one line per run of the command on this folder: when, how many rows, how long
 DEFAULT_BATCH = 8
 RESUME_SETTINGS = ("model", "model_sha256", "steps", "guidance", "seed", "inner_steps")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A row label of the bench: inversion method, extra inversion options, the prompt the inversion is conditioned
-    on ("empty", "source" caption or "target" prompt) and the knob swept when editing."""
-    name: str
-    method: str
-    knob: str
-    values: tuple[float, ...]
-    options: tuple[tuple[str, object], ...] = ()
-    init: str = "source"
-    mode: str = "paper"  # editing mode: METHOD+faithful names edit in faithful mode
-
-    def label(self, value: float) -> str:
-        return f"{self.knob}={value:g}"
-
-    def inversion_prompt(self, case: Case, edit: EditCase | None) -> str:
-        if self.init == "empty":
-            return ""
-        if self.init == "target" and (edit or case.edits):
-            return (edit or case.edits[0]).target_prompt
-        return case.source_prompt
 
 
 def knob_of(name: str) -> tuple[str, tuple[float, ...], float]:
@@ -264,7 +240,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.suite not in ("shapes", "textured"):
             raise ValueError("--edit-types applies to --suite shapes or textured only")
         check_edit_types(args.edit_types, EDIT_TYPES if args.suite == "shapes" else TEXTURED_EDIT_TYPES)
-    check_device(args.device)
+    resolve_device(args.device)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     if args.batch_size < 1:

@@ -14,7 +14,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 
@@ -26,8 +26,28 @@ from .metrics import LearnedMetrics, compare, psnr
 from .report import RECONSTRUCTION, image_path
 from .suites import Case, EditCase
 
-if TYPE_CHECKING:
-    from .bench import MethodSpec
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A row label of the bench: inversion method, extra inversion options, the prompt the inversion is conditioned
+    on ("empty", "source" caption or "target" prompt) and the knob swept when editing."""
+    name: str
+    method: str
+    knob: str
+    values: tuple[float, ...]
+    options: tuple[tuple[str, object], ...] = ()
+    init: str = "source"
+    mode: str = "paper"  # editing mode: METHOD+faithful names edit in faithful mode
+
+    def label(self, value: float) -> str:
+        return f"{self.knob}={value:g}"
+
+    def inversion_prompt(self, case: Case, edit: EditCase | None) -> str:
+        if self.init == "empty":
+            return ""
+        if self.init == "target" and (edit or case.edits):
+            return (edit or case.edits[0]).target_prompt
+        return case.source_prompt
 
 
 @dataclass(frozen=True)

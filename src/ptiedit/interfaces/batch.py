@@ -22,13 +22,14 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
 from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, edit
 from ..images import load_image
 from ..inversion.invert import invert
 from ..outputs import result_settings, write_inversion, write_png
 from .batch_results import RESULTS, Shard, check_out, is_done, latest, merge, read_all
-from .cli import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_device, check_ranges, \
-    eta_files, one_line, open_model, parse_etas
+from .cli import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_ranges, eta_files, \
+    one_line, open_model, parse_etas
 from .manifest import COLUMNS, ROW_SETTINGS, Job, plan_jobs, read_manifest
 
 DEFAULT_BATCH_SIZE = 8
@@ -163,13 +164,13 @@ def start_processes(device: str) -> PartialState:
     """accelerate's view of the launch: one process, or one of N under torchrun / accelerate launch."""
     # Without CUDA, cpu=True is what makes PartialState join torchrun's process group (gloo) instead of
     # treating every process as a lone one that would then run every row.
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device).startswith("cuda")
     return PartialState(cpu=not cuda, timeout=BARRIER_TIMEOUT)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     check_ranges(args)
-    check_device(args.device)
+    resolve_device(args.device)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.early_stop is not None and not args.early_stop >= 0:

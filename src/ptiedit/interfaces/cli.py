@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .. import __path__ as package_path
 from .. import __version__
 from ..demo import ETAS as DEMO_ETAS
+from ..devices import DEVICES
 from ..demo import demo_files, run_demo
 from ..models.family import PromptTruncatedWarning, model_family
 from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, MODES, edit, reconstruct
@@ -36,7 +37,6 @@ from ..outputs import check_folder, check_outputs, label_grid, result_settings, 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
 # Checked before the model loads; check_steps then narrows --steps to the model's scheduler (valid_steps).
 RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100)}
-DEVICES = "auto, cpu, cuda, cuda:N or mps"
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
   EXIF orientation, transparency composited over white, at most {MAX_PIXELS:,} pixels. The model sees the
@@ -108,26 +108,6 @@ def check_suffix(path: str, suffix: str, what: str) -> Path:
     return Path(path)
 
 
-def check_device(name: str) -> None:
-    """--device must be one of DEVICES and present on this machine ("auto" always is)."""
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.index is not None
-                                                                        and device.type != "cuda"):
-        raise ValueError(f"unknown device {name!r}; use {DEVICES}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device auto or cpu")
-
-
 def check_steps(pipe, args: argparse.Namespace) -> None:
     """--steps within what the model's scheduler config allows (its timestep offset can cost one step)."""
     allowed = valid_steps(pipe)
@@ -174,7 +154,6 @@ MEMORY_OPTIONS = ("gradient_checkpointing", "vae_slicing", "vae_tiling", "cpu_of
 def open_model(args: argparse.Namespace):
     """The pipeline for --model on --device in --dtype, with the memory options. Commands defined elsewhere
     may not have added the memory options: they default to off."""
-    check_device(args.device)
     memory = {name: getattr(args, name, False) for name in MEMORY_OPTIONS}
     return load_pipeline(args.model, device=args.device, dtype=args.dtype, **memory)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from .family import family_of_index
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded" / "shapes-sd"
@@ -18,29 +19,6 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 class SlowDeviceWarning(UserWarning):
     """The model will run, but slowly, on this device or in this dtype."""
-
-
-def resolve_device(name: str = "auto") -> str:
-    """'auto' is CUDA if available, then Apple's MPS, else the CPU; other names are checked and kept."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' requested but MPS is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return str(device)
 
 
 def resolve_dtype(dtype, device: str) -> torch.dtype:
