@@ -64,7 +64,8 @@ def check_folder(folder: str | os.PathLike) -> None:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; move it onto `path` only if the block completes."""
+    """Yield a temporary path next to `path`; move it onto `path` only if the block completes. Every atomic write
+    of ptiedit (images, inversions, batch results, training checkpoints) goes through here."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -121,12 +122,6 @@ def read_png_settings(path: str | os.PathLike) -> dict:
     if METADATA_KEY not in text:
         raise ValueError(f"{path}: no ptiedit settings in this image")
     return json.loads(text[METADATA_KEY])
-
-
-def write_inversion(inversion, path: str | os.PathLike) -> None:
-    """Save an Inversion atomically with the usual file permissions."""
-    with atomic_path(path) as tmp:
-        inversion.save(tmp)
 
 
 def label_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[str],

@@ -26,7 +26,7 @@ from ..devices import resolve_device
 from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, edit
 from ..images import load_image
 from ..inversion.invert import invert
-from ..outputs import result_settings, write_inversion, write_png
+from ..outputs import result_settings, write_png
 from .batch_results import RESULTS, Shard, check_out, is_done, latest, merge, read_all
 from .cli import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_ranges, eta_files, \
     one_line, open_model, parse_etas
@@ -142,7 +142,7 @@ def run_batch(model, jobs: list[Job], keys: dict, out: Path, args: argparse.Name
             inversion = None
             if args.save_inversions:
                 inversion = f"{job.name}.safetensors"
-                write_inversion(result.inversion, out / inversion)
+                result.inversion.save(out / inversion)
             records[job.row] = record(job, keys[job.row], None, [p.name for p in files.values()], inversion, seconds)
     return [records[job.row] for job in jobs]
 

@@ -32,7 +32,7 @@ from ..inversion.invert import invert
 from ..models.fingerprint import pipeline_fingerprint
 from ..inversion.result import Inversion
 from ..models.loading import load_pipeline, valid_steps
-from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_inversion, write_png
+from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_png
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
 # Checked before the model loads; check_steps then narrows --steps to the model's scheduler (valid_steps).
@@ -225,7 +225,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         if not reuse:
             inversion = run_inversion(pipe, image, args, init_prompt or "", progress)
             if writes_inversion:
-                write_inversion(inversion, inversion_path)
+                inversion.save(inversion_path)
                 say(args, f"wrote {inversion_path}")
         images, masks = edit(pipe, inversion, target, sampled, progress=progress, mode=args.mode,
                              max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True,
@@ -257,7 +257,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     check_steps(pipe, args)
     with progress_display(args) as progress:
         inversion = run_inversion(pipe, image, args, init_prompt, progress)
-    write_inversion(inversion, out)
+    inversion.save(out)
     say(args, f"wrote {out}")
     return 0
 

@@ -198,7 +198,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
     from ..models.family import PromptTruncatedWarning, model_family
     from ..images import pixels_sha256
     from ..models.fingerprint import pipeline_fingerprint
-    from ..outputs import result_settings, write_inversion, write_png
+    from ..outputs import result_settings, write_png
     from .cli import MEMORY_OPTIONS
 
     size = model_family(pipe).default_size
@@ -255,7 +255,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                                                progress=bar)
                     session.inversion.settings["seed"] = settings["seed"]  # recorded, as the CLI does
                     session.inversions += 1
-                    write_inversion(session.inversion, session.folder / INVERSION_FILE)
+                    session.inversion.save(session.folder / INVERSION_FILE)
                 # One batch: the main eta, the sweep, and eta = 0 (the reconstruction) after a new inversion.
                 etas = list(dict.fromkeys([settings["eta"]] + sweep_etas + ([0.0] if fresh else [])))
                 edited, masks = edit(pipe, session.inversion, settings["prompt"], etas, progress=bar, mode=mode,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from ..diffusion.conditioning import Conditioning
 from ..models.fingerprint import check_same_model
+from ..outputs import atomic_path
 
 FORMAT = "ptiedit.inversion/2"  # /1 held bare embeddings and a weaker model check
 
@@ -90,17 +90,8 @@ class Inversion:
         tensors = {name: t.detach().cpu().contiguous().clone() for name, t in self.tensors().items()}  # no shared storage
         meta = {"format": FORMAT, "method": self.method, "settings": self.settings,
                 "fingerprint": self.fingerprint, "stats": self.stats}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata={"ptiedit": json.dumps(meta)})
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Inversion":

@@ -24,6 +24,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..outputs import atomic_path
 from .captions import caption, vocabulary
 from .render import render
 from .scene import random_scene
@@ -89,9 +90,8 @@ class Checkpoint:
         return torch.load(self.path, weights_only=False) if self.path.exists() else None
 
     def save(self, state):
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
 
 
 def log_row(path: Path, row: dict):
