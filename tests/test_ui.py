@@ -130,6 +130,76 @@ def test_the_page_shows_device_dtype_and_memory_options(tmp_path, tiny_pipe):
         assert part in text, text
 
 
+def test_the_sliders_and_checks_take_the_command_lines_ranges(tmp_path, tiny_pipe, capsys):
+    """One definition (interfaces/options.py): the page's limits, and a value just outside one is refused by the app
+    and by the CLI with the same words."""
+    from ptiedit.interfaces import cli, options, ui
+
+    assert ui.RANGES is cli.RANGES is options.RANGES and ui.check_setting is cli.check_setting
+    assert all(ui.DEFAULTS[name] == cli.DEFAULTS[name] for name in cli.DEFAULTS)
+    sliders = {c.get("elem_id"): c for c in page_components(tiny_pipe, tmp_path / "page")}
+    for name, elem_id in (("eta", "eta"), ("steps", "steps"), ("guidance", "guidance"), ("inner_steps", "inner-steps"),
+                          ("seed", "seed")):
+        assert (sliders[elem_id]["minimum"], sliders[elem_id]["maximum"]) == options.RANGES[name], name
+    image = tmp_path / "in.png"
+    render(SCENE).save(image)
+    good = dict(prompt="a blue circle", eta=0.5, steps=20, guidance=7.5, inner_steps=3, seed=0)
+    for name in ("steps", "guidance", "inner_steps", "seed"):
+        low, high = options.RANGES[name]
+        for bad in (low - 1, high + 1):
+            bad = float(bad) if name == "guidance" else bad  # as the CLI parses it
+            with pytest.raises(ValueError) as refused:
+                check_request(**{**good, name: bad})
+            flag = f"--{name.replace('_', '-')}"
+            assert main(["invert", str(image), "-o", str(tmp_path / "inv.safetensors"), flag, str(bad)]) == 2
+            err = capsys.readouterr().err
+            assert str(refused.value) == f"{name.replace('_', ' ')} must be between {low} and {high}, got {bad}"
+            assert err == f"ptiedit: error: {flag} must be between {low} and {high}, got {bad}\n"
+
+
+def edit_handler(pipe, folder: Path):
+    """The app's Edit handler, called as gradio calls it (a generator of updates)."""
+    from ptiedit.interfaces.ui import build_app
+
+    folder.mkdir(exist_ok=True)
+    demo = build_app(pipe, folder)
+    return next(f.fn for f in demo.fns.values() if f.fn.__name__ == "run_edit")
+
+
+def test_the_seed_box_seeds_the_inversion_and_is_recorded(tmp_path, tiny_pipe, monkeypatch):
+    """The typed seed seeds torch before inverting and is recorded; a new seed alone inverts again; "random seed"
+    draws one in range and shows it in the box."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'ptiedit[ui]')")
+    import ptiedit
+    from ptiedit.interfaces.ui import EDIT_FILE, RANGES, Session
+    from ptiedit.outputs import read_png_settings
+
+    seeds, invert = [], ptiedit.invert
+
+    def recording(*args, **kwargs):
+        seeds.append(torch.initial_seed())
+        return invert(*args, **kwargs)
+
+    monkeypatch.setattr(ptiedit, "invert", recording)
+    run_edit = edit_handler(tiny_pipe, tmp_path / "app")
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(image)
+    session = None
+
+    def press(seed, random_seed=False):
+        nonlocal session
+        last = list(run_edit(str(image), "a red circle", 0.5, "paper", "", 2, 7.5, 1, seed, random_seed, session))[-1]
+        session = next(v for v in last.values() if isinstance(v, Session))
+        box = next(v for v in last.values() if isinstance(v, int) and not isinstance(v, bool))
+        return box, read_png_settings(session.folder / EDIT_FILE)["seed"]
+
+    assert press(5) == (5, 5) and seeds == [5]
+    assert press(5) == (5, 5) and seeds == [5]  # same settings: the inversion is reused
+    assert press(6) == (6, 6) and seeds == [5, 6] and session.inversions == 2
+    drawn, recorded = press(6, random_seed=True)
+    assert drawn == recorded == seeds[-1] and RANGES["seed"][0] <= drawn <= RANGES["seed"][1] and len(seeds) == 3
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 def free_port() -> int:

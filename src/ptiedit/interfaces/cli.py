@@ -33,10 +33,10 @@ from ..models.fingerprint import pipeline_fingerprint
 from ..inversion.result import Inversion
 from ..models.loading import load_pipeline, valid_steps
 from ..outputs import check_folder, check_outputs, label_grid, result_settings, write_png
+from .options import DEFAULTS as SETTING_DEFAULTS
+from .options import INVERSION_SETTINGS, RANGES, check_setting
 
-DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10}
-# Checked before the model loads; check_steps then narrows --steps to the model's scheduler (valid_steps).
-RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100)}
+DEFAULTS = {name: SETTING_DEFAULTS[name] for name in INVERSION_SETTINGS}
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
   EXIF orientation, transparency composited over white, at most {MAX_PIXELS:,} pixels. The model sees the
@@ -77,12 +77,10 @@ def check_prompt(text: str, flag: str) -> str:
 
 
 def check_ranges(args: argparse.Namespace) -> None:
-    for name, (low, high) in RANGES.items():
-        value = getattr(args, name, None)
-        if value is not None and not low <= value <= high:  # also refuses nan
-            raise ValueError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
-    if not 0 <= args.seed < 2**63:
-        raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    """The settings' ranges (options.RANGES) before the model loads; check_steps then narrows --steps."""
+    for name in (*INVERSION_SETTINGS, "seed"):
+        if getattr(args, name, None) is not None:
+            check_setting(name, getattr(args, name), f"--{name.replace('_', '-')}")
     if getattr(args, "max_batch", None) is not None and args.max_batch < 1:
         raise ValueError(f"--max-batch must be at least 1, got {args.max_batch}")
 
@@ -95,8 +93,10 @@ def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
             eta = float(part)
         except ValueError:
             raise ValueError(f"--eta {part!r} is not a number") from None
-        if not (math.isfinite(eta) and eta >= 0 and (eta <= 1 or allow_extrapolation)):
-            raise ValueError(f"--eta must be in [0, 1] (above 1 only with --allow-extrapolation), got {part}")
+        low, high = RANGES["eta"]
+        if not (math.isfinite(eta) and eta >= low and (eta <= high or allow_extrapolation)):
+            raise ValueError(f"--eta must be in [{low}, {high}] (above {high} only with --allow-extrapolation), "
+                             f"got {part}")
         if eta not in etas:
             etas.append(eta)
     return etas
@@ -330,16 +330,20 @@ def add_mode_option(parser: argparse.ArgumentParser) -> None:
 
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
     group = parser.add_argument_group("inversion (PTI stage 1)")
-    group.add_argument("--steps", type=int, help="DDIM steps, 1 up to the scheduler's training timesteps "
-                       "(1000 for SD; default 50)")
-    group.add_argument("--guidance", type=float, help="classifier-free guidance scale, 0..50 (default 7.5)")
-    group.add_argument("--inner-steps", type=int, help="Adam steps tuning c_t at each step, 0..100 (default 10)")
+    (steps_low, steps_high), (low, high), (inner_low, inner_high) = (RANGES[name] for name in INVERSION_SETTINGS)
+    group.add_argument("--steps", type=int, help=f"DDIM steps, {steps_low} up to the scheduler's training timesteps "
+                       f"(at most {steps_high}; default {DEFAULTS['steps']})")
+    group.add_argument("--guidance", type=float, help=f"classifier-free guidance scale, {low}..{high} "
+                       f"(default {DEFAULTS['guidance']})")
+    group.add_argument("--inner-steps", type=int, help=f"Adam steps tuning c_t at each step, {inner_low}..{inner_high} "
+                       f"(default {DEFAULTS['inner_steps']})")
     init = group.add_mutually_exclusive_group() if with_target else group
     init.add_argument("--init-prompt", metavar="TEXT", help="prompt c_T starts from "
                       "(default: the empty prompt, so one inversion serves any target)")
     if with_target:
         init.add_argument("--init-from-target", action="store_true", help="start c_T from the target prompt")
-    group.add_argument("--seed", type=int, default=0, help="torch seed, recorded in the outputs (default 0)")
+    group.add_argument("--seed", type=int, default=SETTING_DEFAULTS["seed"], help="torch seed, recorded in the outputs "
+                       f"({RANGES['seed'][0]}..{RANGES['seed'][1]}; default {SETTING_DEFAULTS['seed']})")
 
 
 def build_parser(argv: list[str]) -> ArgumentParser:

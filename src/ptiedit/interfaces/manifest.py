@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..editing.edit import check_etas
-from .cli import RANGES
+from .options import INVERSION_SETTINGS, check_setting
 
 # Per-row PTI settings: name -> type. Each has a command-line option of the same name giving its default.
 ROW_SETTINGS = {"steps": int, "guidance": float, "inner_steps": int, "early_stop": float, "init_prompt": str,
@@ -207,11 +207,8 @@ def parse_setting(name: str, value):
 
 
 def check_setting_ranges(settings: dict) -> None:
-    for name, (low, high) in RANGES.items():
-        value = settings.get(name)
-        if value is not None and not low <= value <= high:  # also refuses nan
-            raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    for name in (*INVERSION_SETTINGS, "seed"):
+        if settings.get(name) is not None:
+            check_setting(name, settings[name], name)
     if settings["early_stop"] is not None and not settings["early_stop"] >= 0:
         raise ValueError(f"early_stop must be at least 0, got {settings['early_stop']}")
-    if settings["seed"] is not None and not 0 <= settings["seed"] < 2**63:
-        raise ValueError(f"seed must be between 0 and 2**63 - 1, got {settings['seed']}")

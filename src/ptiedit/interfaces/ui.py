@@ -25,14 +25,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from .options import DEFAULTS as SETTING_DEFAULTS
+from .options import RANGES, check_setting
+
 MAX_UPLOAD_SIZE = "20mb"  # gradio refuses larger uploads before they reach the app
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
 MAX_PROMPT_CHARS = 1000
 MAX_SWEEP = 8  # etas in one sweep (sampled in one batch unless --max-batch splits it)
-STEPS_RANGE, INNER_STEPS_RANGE, GUIDANCE_RANGE = (2, 200), (0, 50), (1.0, 20.0)
-# eta and mode: editing.edit.DEFAULT_ETA and DEFAULT_MODE, written out so that this module loads without torch
-DEFAULTS = {"eta": 0.9, "sweep": "0.6, 0.9, 1.0", "steps": 50, "guidance": 7.5, "inner_steps": 10, "seed": 0,
-            "mode": "faithful"}
+# mode: editing.edit.DEFAULT_MODE, written out so that this module loads without torch
+DEFAULTS = {**SETTING_DEFAULTS, "sweep": "0.6, 0.9, 1.0", "mode": "faithful"}
 MODE_CHOICES = [("faithful: keep what the prompt does not change", "faithful"), ("paper: plain stage 2", "paper")]
 EDIT_FILE, INVERSION_FILE = "ptiedit-edit.png", "ptiedit-inversion.safetensors"
 # Shapes-world images are 64 px: the embedded model's views get class "pixelated", scaled up with crisp pixels.
@@ -148,27 +149,14 @@ def parse_etas(text: str) -> list[float]:
 
 
 def check_request(prompt, eta, steps, guidance, inner_steps, seed) -> dict:
-    """The edit settings as numbers, or a one-line ValueError (API callers can bypass the sliders' limits)."""
+    """The edit settings as numbers, or a one-line ValueError (API callers can bypass the sliders' limits): the
+    ranges and checks of the command line (options.py)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("enter a target prompt that describes the edited image")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS})")
-    limits = {"eta": (eta, (0.0, 1.0), float), "steps": (steps, STEPS_RANGE, int),
-              "guidance": (guidance, GUIDANCE_RANGE, float), "inner_steps": (inner_steps, INNER_STEPS_RANGE, int),
-              "seed": (seed, (0, 2**32 - 1), int)}
-    settings = {"prompt": prompt}
-    for name, (value, (low, high), kind) in limits.items():
-        label = name.replace("_", " ")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{label} must be a number, got {value!r}") from None
-        if not low <= number <= high:  # also refuses NaN
-            raise ValueError(f"{label} must be between {low} and {high}, got {value}")
-        if kind is int and number != int(number):
-            raise ValueError(f"{label} must be a whole number, got {value}")
-        settings[name] = kind(number)
-    return settings
+    values = {"eta": eta, "steps": steps, "guidance": guidance, "inner_steps": inner_steps, "seed": seed}
+    return {"prompt": prompt, **{name: check_setting(name, value) for name, value in values.items()}}
 
 
 def render_examples(folder: Path, count: int = 4) -> list[list[str]]:
@@ -231,13 +219,14 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
         except ValueError as error:
             raise refuse(error) from None
         session = session or Session(Path(tempfile.mkdtemp(prefix="session-", dir=workdir)))
-        # The inversion depends on the image, the model and these settings; the prompt and eta only steer editing.
+        # The inversion depends on the image, the model, these settings and the seed (a random one is drawn for each
+        # new inversion); the prompt and eta only steer editing.
         key = (pixels_sha256(image), settings["steps"], settings["guidance"], settings["inner_steps"],
-               pipeline_fingerprint(pipe)["model_sha256"])
+               pipeline_fingerprint(pipe)["model_sha256"], "random" if random_seed else settings["seed"])
         fresh = session.key != key
         yield {status: f"**Inverting** the image (PTI, {settings['steps']} steps x up to {settings['inner_steps']} "
                        "tuning steps), then editing…" if fresh else
-                       "**Editing only**: reusing this session's inversion (only the prompt or eta changed)…"}
+                       "**Editing only**: reusing this session's inversion (only the prompt, eta or mode changed)…"}
         start = time.perf_counter()
         # One display for both stages: invert and edit add their steps to it and name the stage running;
         # gr.Progress(track_tqdm=True) shows it in the page.
@@ -248,7 +237,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                 if fresh:
                     session.key = None  # set again once the edit succeeds: a failure must not reuse a stale key
                     if random_seed:
-                        settings["seed"] = random.SystemRandom().randrange(2**31)
+                        settings["seed"] = random.SystemRandom().randint(*RANGES["seed"])
                     torch.manual_seed(settings["seed"])  # PTI is deterministic; seeded and recorded all the same
                     session.inversion = invert(pipe, image, method="pti", steps=settings["steps"],
                                                guidance=settings["guidance"], inner_steps=settings["inner_steps"],
@@ -302,21 +291,22 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                                 elem_id="prompt")
             button = gr.Button("Edit", variant="primary", scale=1, elem_id="edit-button")
         with gr.Row():
-            eta = gr.Slider(0, 1, value=DEFAULTS["eta"], step=0.05, label="eta (0 = reconstruction, 1 = target "
+            eta = gr.Slider(*RANGES["eta"], value=DEFAULTS["eta"], step=0.05, label="eta (0 = reconstruction, 1 = target "
                             "prompt only)", elem_id="eta")
             mode = gr.Radio(MODE_CHOICES, value=DEFAULTS["mode"], label="editing mode", elem_id="mode")
             sweep = gr.Textbox(value=DEFAULTS["sweep"], label=f"eta sweep (up to {MAX_SWEEP}, comma-separated)",
                                elem_id="sweep")
         with gr.Accordion("Advanced", open=False, elem_id="advanced"):
             with gr.Row():
-                steps = gr.Slider(*STEPS_RANGE, value=DEFAULTS["steps"], step=1, label="DDIM steps", elem_id="steps")
-                guidance = gr.Slider(*GUIDANCE_RANGE, value=DEFAULTS["guidance"], step=0.5, label="guidance scale",
+                steps = gr.Slider(*RANGES["steps"], value=DEFAULTS["steps"], step=1, label="DDIM steps", elem_id="steps")
+                guidance = gr.Slider(*RANGES["guidance"], value=DEFAULTS["guidance"], step=0.5, label="guidance scale",
                                      elem_id="guidance")
-                inner_steps = gr.Slider(*INNER_STEPS_RANGE, value=DEFAULTS["inner_steps"], step=1,
+                inner_steps = gr.Slider(*RANGES["inner_steps"], value=DEFAULTS["inner_steps"], step=1,
                                         label="prompt-tuning steps per timestep", elem_id="inner-steps")
             with gr.Row():
-                seed_box = gr.Number(DEFAULTS["seed"], precision=0, label="seed (recorded in the PNG; PTI and DDIM "
-                                     "are deterministic, so it matters only for stochastic models)", elem_id="seed")
+                seed_box = gr.Number(DEFAULTS["seed"], precision=0, minimum=RANGES["seed"][0],
+                                     maximum=RANGES["seed"][1], label="seed (seeds torch before inverting and is "
+                                     "recorded in the PNG; PTI and DDIM are deterministic)", elem_id="seed")
                 random_seed = gr.Checkbox(False, label="random seed", elem_id="random-seed")
             gr.Markdown(runtime_text(pipe, memory, max_batch), elem_id="runtime")
         status = gr.Markdown("Upload an image or pick an example, type a target prompt and press Edit.",
