@@ -17,11 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
+import ptiedit
 import ptiedit.images
 from ptiedit.editing.edit import DEFAULT_ETA
 from ptiedit.images import fit_to_model, load_image, pixels_sha256
 from ptiedit.interfaces import cli
 from ptiedit.outputs import read_png_settings
+from ptiedit.toyworld.render import render
+from ptiedit.toyworld.scene import Obj, Scene
 
 from .conftest import build_tiny_pipeline
 
@@ -214,6 +217,80 @@ def test_long_prompt_warns_once_naming_dropped_words_then_edits(capsys, tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ptiedit: warning: ") and "finalword" in lines[0]
     assert (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("method", list(ptiedit.METHODS))
+def test_edit_takes_every_inversion_method_and_records_it(capsys, tmp_path, image, model, method):
+    out = tmp_path / "out.png"
+    tuning = ["--inner-steps", "1"] if method in ("pti", "null_text") else []
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, "--steps", "2", *tuning,
+                       "--method", method, "--quiet")
+    assert code == 0, err
+    settings = read_png_settings(out)
+    # PTI edits at its default eta; the baselines on the target prompt alone, as the bench runs them
+    assert (settings["method"], settings["eta"]) == (method, DEFAULT_ETA if method == "pti" else 1.0)
+
+
+def test_edit_method_ddim_on_the_embedded_model(capsys, tmp_path):
+    out = tmp_path / "out.png"
+    render(Scene("white", (Obj("circle", "red", "big", "center"),))).save(tmp_path / "in.png")
+    code, _, err = run(capsys, "edit", tmp_path / "in.png", "--target", "a blue circle in the center on a white "
+                       "background", "-o", out, "--method", "ddim", "--steps", "10", "--mode", "paper", "--quiet")
+    assert code == 0, err
+    settings = read_png_settings(out)
+    assert settings["method"] == "ddim" and settings["model"].startswith("ptiedit/") and "inner_steps" not in settings
+
+
+def test_sdedit_noise_follows_the_seed(capsys, tmp_path, image, model):
+    def edited(seed: int, name: str) -> np.ndarray:
+        out = tmp_path / name
+        code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, "--steps", "4",
+                           "--method", "sdedit", "--seed", seed, "--mode", "paper", "--quiet")
+        assert code == 0, err
+        assert read_png_settings(out)["seed"] == seed
+        return np.asarray(Image.open(out), dtype=np.int16)
+
+    first = edited(1, "a.png")
+    assert np.array_equal(first, edited(1, "b.png"))
+    assert not np.array_equal(first, edited(2, "c.png"))
+
+
+def test_p2p_options_reach_the_edit_and_the_png(capsys, tmp_path, image, model, monkeypatch):
+    configs, edit = [], cli.edit
+
+    def recording(*args, p2p=None, **kwargs):
+        configs.append(p2p)
+        return edit(*args, p2p=p2p, **kwargs)
+
+    monkeypatch.setattr(cli, "edit", recording)
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--p2p", "--cross-replace", "0.5", "--self-replace", "0.2", "--source-prompt", "a red circle")
+    assert code == 0, err
+    assert configs == [ptiedit.P2PConfig(cross_replace=0.5, self_replace=0.2, source_prompt="a red circle")]
+    settings = read_png_settings(out)
+    assert {k: settings[k] for k in ("p2p", "cross_replace", "self_replace", "source_prompt")} == {
+        "p2p": True, "cross_replace": 0.5, "self_replace": 0.2, "source_prompt": "a red circle"}
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--p2p", "--force")
+    assert code == 0, err
+    assert configs[-1] == ptiedit.P2PConfig() and read_png_settings(out)["cross_replace"] == 0.8
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
+                       "--force")
+    assert code == 0 and configs[-1] is None and "p2p" not in read_png_settings(out)
+
+
+def test_a_reused_inversion_keeps_its_method(capsys, tmp_path, image, model):
+    inversion, out = tmp_path / "inv.safetensors", tmp_path / "out.png"
+    assert run(capsys, "invert", image, "-o", inversion, "--model", model, "--steps", "2", "--method", "ddim",
+               "--quiet")[0] == 0
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, "--inversion",
+                       inversion, "--method", "pti")
+    assert_one_error_line(code, err, "--method pti differs from the one", "(ddim)")
+    code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, "--inversion",
+                       inversion, "--quiet")
+    assert code == 0, err
+    assert (read_png_settings(out)["method"], read_png_settings(out)["eta"]) == ("ddim", 1.0)
 
 
 def test_extrapolation_is_allowed_when_asked(capsys, tmp_path, image, model):
@@ -416,6 +493,14 @@ def bad_inputs(tmp: Path, image: Path, model: str):
         "guidance 51": (edit("--guidance", "51"), "--guidance must be between 0 and 50"),
         "guidance nan": (edit("--guidance", "nan"), "--guidance must be between 0 and 50"),
         "negative seed": (edit("--seed", "-1"), "--seed must be"),
+        "seed above 32 bits": (edit("--seed", str(2**32)), "--seed must be between 0 and 4294967295"),
+        "unknown method": (edit("--method", "foo"), "invalid choice: 'foo'"),
+        "inner steps for ddim": (edit("--method", "ddim", "--inner-steps", "2"),
+                                 "--inner-steps applies to --method pti and null_text, not ddim"),
+        "p2p option without p2p": (edit("--cross-replace", "0.5"), "--cross-replace needs --p2p"),
+        "cross replace above 1": (edit("--p2p", "--cross-replace", "1.5"), "--cross-replace must be between 0 and 1"),
+        "self replace nan": (edit("--p2p", "--self-replace", "nan"), "--self-replace must be between 0 and 1"),
+        "blank source prompt": (edit("--p2p", "--source-prompt", " "), "--source-prompt is empty"),
         "no target": (["edit", image, "-o", out], "--target"),
         "unknown option": (edit("--colour", "red"), "unrecognized arguments"),
         "two init options": (edit("--init-prompt", "x", "--init-from-target"), "not allowed with"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -28,7 +29,8 @@ from ..demo import demo_files, run_demo
 from ..models.family import PromptTruncatedWarning, model_family
 from ..editing.edit import DEFAULT_ETA, DEFAULT_MODE, MODES, edit, reconstruct
 from ..images import MAX_PIXELS, load_image, pixels_sha256, restore_size
-from ..inversion.invert import invert
+from ..editing.p2p import P2PConfig
+from ..inversion.invert import METHODS, invert
 from ..models.fingerprint import pipeline_fingerprint
 from ..inversion.result import Inversion
 from ..models.loading import load_pipeline, valid_steps
@@ -118,6 +120,9 @@ def check_steps(pipe, args: argparse.Namespace) -> None:
 
 def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
     """Settings given on the command line must be the ones the reused inversion was made with."""
+    if getattr(args, "method", None) not in (None, inversion.method):
+        raise ValueError(f"--method {args.method} differs from the one {path} was made with ({inversion.method}); "
+                         "leave it out, or pass a new --inversion file")
     given = {"steps": args.steps, "guidance": args.guidance, "inner_steps": args.inner_steps, "prompt": init_prompt}
     for key, value in given.items():
         if value is not None and inversion.settings.get(key) != value:
@@ -163,12 +168,52 @@ def model_image(pipe, image):
     return model_family(pipe).fit(image)
 
 
+def accepts(method: str, option: str) -> bool:
+    return option in inspect.signature(METHODS[method]).parameters
+
+
+def check_method(args: argparse.Namespace) -> None:
+    """--inner-steps only for the methods that tune at each step."""
+    method = args.method or "pti"
+    if args.inner_steps is not None and not accepts(method, "inner_steps"):
+        tuned = " and ".join(name for name in METHODS if accepts(name, "inner_steps"))
+        raise ValueError(f"--inner-steps applies to --method {tuned}, not {method}")
+
+
 def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progress) -> Inversion:
-    torch.manual_seed(args.seed)  # PTI is deterministic; the seed is set and recorded all the same
+    """Stage 1 with --method (default pti); SDEdit draws its noise from --seed, the others are deterministic."""
+    method = getattr(args, "method", None) or "pti"
+    torch.manual_seed(args.seed)  # set and recorded for every method
     settings = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
-    inversion = invert(pipe, image, method="pti", prompt=init_prompt, progress=progress, **settings)
+    options = {name: value for name, value in settings.items() if name != "inner_steps" or accepts(method, name)}
+    if accepts(method, "seed"):
+        options["seed"] = args.seed
+    inversion = invert(pipe, image, method=method, prompt=init_prompt, progress=progress, **options)
     inversion.settings["seed"] = args.seed
     return inversion
+
+
+def p2p_config(args: argparse.Namespace) -> P2PConfig | None:
+    """--p2p with its fractions, checked against options.RANGES; None without --p2p (its options then refused)."""
+    given = [flag for flag, value in (("--cross-replace", args.cross_replace), ("--self-replace", args.self_replace),
+                                      ("--source-prompt", args.source_prompt)) if value is not None]
+    if not args.p2p:
+        if given:
+            raise ValueError(f"{given[0]} needs --p2p")
+        return None
+    if args.source_prompt is not None:
+        check_prompt(args.source_prompt, "--source-prompt")
+    fractions = {name: check_setting(name, getattr(args, name), f"--{name.replace('_', '-')}")
+                 for name in ("cross_replace", "self_replace") if getattr(args, name) is not None}
+    return P2PConfig(**fractions, source_prompt=args.source_prompt)
+
+
+def p2p_settings(config: P2PConfig | None) -> dict:
+    """What a result PNG records of Prompt-to-Prompt: nothing without it."""
+    if config is None:
+        return {}
+    return {"p2p": True, "cross_replace": config.cross_replace, "self_replace": config.self_replace,
+            **({"source_prompt": config.source_prompt} if config.source_prompt is not None else {})}
 
 
 def eta_name(eta: float) -> str:
@@ -186,18 +231,26 @@ def eta_files(out: Path, etas: list[float]) -> dict[float, Path]:
 # -------------------------------------------------------------------------------------------------- commands
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    # 1. Check every argument and output, and read the input, before the model loads.
+    # 1. Check every argument and output, read the reused inversion and the input, before the model loads.
     target = check_prompt(args.target, "--target")
-    etas = parse_etas(args.eta or [str(DEFAULT_ETA)], args.allow_extrapolation)
     check_ranges(args)
+    check_method(args)
+    p2p = p2p_config(args)
     if args.init_prompt is not None:
         check_prompt(args.init_prompt, "--init-prompt")
+    init_prompt = target if args.init_from_target else args.init_prompt
+    inversion_path = Path(args.inversion) if args.inversion else None
+    reuse = inversion_path is not None and inversion_path.exists()
+    if reuse:
+        inversion = Inversion.load(inversion_path)
+        check_reusable(inversion, inversion_path, args, init_prompt)
+    # PTI edits at DEFAULT_ETA; the other methods on the target prompt alone (eta = 1), as the bench runs them.
+    method = inversion.method if reuse else args.method or "pti"
+    etas = parse_etas(args.eta or [str(DEFAULT_ETA if method == "pti" else 1.0)], args.allow_extrapolation)
     out = check_suffix(args.output, ".png", "the output")
     files = eta_files(out, etas)
     mask_files = eta_files(check_suffix(args.mask, ".png", "--mask"), etas) if args.mask else {}
     grid = out.with_name(f"{out.stem}_grid{out.suffix}") if len(etas) > 1 else None
-    inversion_path = Path(args.inversion) if args.inversion else None
-    reuse = inversion_path is not None and inversion_path.exists()
     writes_inversion = inversion_path is not None and not reuse
     if writes_inversion:
         check_suffix(args.inversion, ".safetensors", "--inversion")
@@ -207,11 +260,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     inputs += [inversion_path] if reuse else []
     check_outputs(outputs, force=args.force, inputs=inputs)
     image = load_image(args.input)
-    init_prompt = target if args.init_from_target else args.init_prompt
-    if reuse:
-        inversion = Inversion.load(inversion_path)
-        check_reusable(inversion, inversion_path, args, init_prompt)
-    # 2. Load the model; reuse the inversion if it fits it and the image, else invert (PTI stage 1).
+    # 2. Load the model; reuse the inversion if it fits it and the image, else invert (stage 1).
     pipe = open_model(args)
     check_steps(pipe, args)
     if reuse:
@@ -227,28 +276,30 @@ def cmd_edit(args: argparse.Namespace) -> int:
             if writes_inversion:
                 inversion.save(inversion_path)
                 say(args, f"wrote {inversion_path}")
-        images, masks = edit(pipe, inversion, target, sampled, progress=progress, mode=args.mode,
+        images, masks = edit(pipe, inversion, target, sampled, progress=progress, mode=args.mode, p2p=p2p,
                              max_batch=args.max_batch, allow_extrapolation=args.allow_extrapolation, return_masks=True,
                              allow_changed_weights=args.allow_changed_weights)
         results, masks = dict(zip(sampled, images)), dict(zip(sampled, masks))
+    recorded = {"seed": args.seed, "mode": args.mode, **p2p_settings(p2p)}
     for eta, path in files.items():
         result = restore_size(results[eta], image) if args.keep_size else results[eta]
-        write_png(result, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
+        write_png(result, path, result_settings(inversion, prompt=target, eta=eta, **recorded))
         say(args, f"wrote {path}")
     for eta, path in mask_files.items():  # a mask stays black and white: resized by nearest neighbour
         mask = masks[eta].resize(image.size, Image.NEAREST) if args.keep_size else masks[eta]
-        write_png(mask, path, result_settings(inversion, prompt=target, eta=eta, seed=args.seed, mode=args.mode))
+        write_png(mask, path, result_settings(inversion, prompt=target, eta=eta, **recorded))
         say(args, f"wrote {path}")
     if grid is not None:
         row = [model_image(pipe, image), results[0.0], *(results[eta] for eta in etas)]
         picture = label_grid([row], ["input", "reconstruction", *(f"eta {eta_name(eta)}" for eta in etas)])
-        write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, seed=args.seed, mode=args.mode))
+        write_png(picture, grid, result_settings(inversion, prompt=target, etas=etas, **recorded))
         say(args, f"wrote {grid}")
     return 0
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
     check_ranges(args)
+    check_method(args)
     init_prompt = "" if args.init_prompt is None else check_prompt(args.init_prompt, "--init-prompt")
     out = check_suffix(args.output, ".safetensors", "the output")
     check_outputs([out], force=args.force, inputs=[args.input])
@@ -328,6 +379,23 @@ def add_mode_option(parser: argparse.ArgumentParser) -> None:
                         "paper's plain stage 2, which resamples the whole picture")
 
 
+def add_method_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=tuple(METHODS), help="inversion method (default pti); the others are "
+                        "the baselines: their init prompt is the source caption and they edit at eta 1 by default")
+
+
+def add_p2p_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Prompt-to-Prompt (attention control from the reconstruction branch)")
+    default = P2PConfig()
+    group.add_argument("--p2p", action="store_true", help="edit with Prompt-to-Prompt's word swap")
+    group.add_argument("--cross-replace", type=float, metavar="FRACTION", help="share of the steps (the noisiest) "
+                       f"whose cross-attention comes from the source branch, 0..1 (default {default.cross_replace})")
+    group.add_argument("--self-replace", type=float, metavar="FRACTION", help="share of the steps whose coarse "
+                       f"self-attention comes from the source branch, 0..1 (default {default.self_replace})")
+    group.add_argument("--source-prompt", metavar="TEXT", help="the words the source branch stands for, to align "
+                       "tokens (default: the prompt the image was inverted with)")
+
+
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
     group = parser.add_argument_group("inversion (PTI stage 1)")
     (steps_low, steps_high), (low, high), (inner_low, inner_high) = (RANGES[name] for name in INVERSION_SETTINGS)
@@ -376,6 +444,8 @@ def build_parser(argv: list[str]) -> ArgumentParser:
     p.add_argument("--keep-size", action="store_true", help="resize results to exactly the input's size")
     p.add_argument("--max-batch", type=int, metavar="N", help="at most N etas in one UNet batch; a longer "
                    "sweep runs in chunks (default: all at once)")
+    add_method_option(p)
+    add_p2p_options(p)
     add_inversion_options(p, with_target=True)
     add_common_options(p)
     p.set_defaults(run=cmd_edit)
@@ -384,6 +454,7 @@ def build_parser(argv: list[str]) -> ArgumentParser:
                             description="Invert INPUT with PTI and save the inversion for `edit --inversion`.")
     p.add_argument("input", metavar="INPUT", help="image to invert")
     p.add_argument("-o", "--output", required=True, metavar="INV.safetensors", help="inversion file to write")
+    add_method_option(p)
     add_inversion_options(p, with_target=False)
     add_common_options(p)
     p.set_defaults(run=cmd_invert)

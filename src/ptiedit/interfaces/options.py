@@ -6,7 +6,8 @@ from __future__ import annotations
 DEFAULTS = {"steps": 50, "guidance": 7.5, "inner_steps": 10, "eta": 0.9, "seed": 0}
 # Inclusive. steps: SD's 1000 training timesteps (the CLI narrows them to the model's scheduler, valid_steps);
 # guidance: what invert() accepts; seed: 32 bits, which numpy takes and a browser's number box holds exactly.
-RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100), "eta": (0, 1), "seed": (0, 2**32 - 1)}
+RANGES = {"steps": (1, 1000), "guidance": (0, 50), "inner_steps": (0, 100), "eta": (0, 1), "seed": (0, 2**32 - 1),
+          "cross_replace": (0, 1), "self_replace": (0, 1)}  # Prompt-to-Prompt: shares of the steps
 INTEGERS = ("steps", "inner_steps", "seed")
 INVERSION_SETTINGS = ("steps", "guidance", "inner_steps")  # what an inversion is made with, besides its prompt
 
