@@ -124,7 +124,8 @@ def reconstruction_scenes(n: int, seed: int, textured: bool) -> list:
 def vae_bars(vae, n: int, photos: str, seed: int = 500) -> dict:
     """Issue 11's VAE bars: mean PSNR over n crops of held-out photos (no objects) and over n solid-colour
     renders of the original world (held-out combinations included)."""
-    from ptiedit.toyworld.train_textured import psnr_db, to_tensor
+    from ptiedit.training.loops import to_tensor
+    from ptiedit.training.textured import psnr_db
     from ptiedit.toyworld.world import photo_crops, photo_names
 
     rng = random.Random(seed)

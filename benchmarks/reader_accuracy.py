@@ -41,7 +41,7 @@ def load_vae(path: Path):
     if path.is_file():
         import torch
 
-        from ptiedit.toyworld.train import build_vae
+        from ptiedit.training.models import build_vae
         vae = build_vae()
         vae.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
         return vae.eval()

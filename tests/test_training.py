@@ -112,7 +112,7 @@ def test_init_from_keeps_the_old_text_encoders_word_embeddings_under_new_token_i
     from transformers import CLIPTextModel
 
     from ptiedit.toyworld.tokenizer import load_tokenizer
-    from ptiedit.toyworld.train_unet3 import init_from_model
+    from ptiedit.training.textured_unet import init_from_model
 
     tokenizer = load_tokenizer(textured / "tokenizer")
     old_tokenizer = load_tokenizer(EMBEDDED / "tokenizer")

@@ -55,7 +55,7 @@ DELEGATED = {
     "bench": ("ptiedit.evaluation.bench", "eval", "benchmark inversion and editing methods"),
     "ui": ("ptiedit.interfaces.ui", "ui", "start the web app"),
     "batch": ("ptiedit.interfaces.batch", None, "edit every row of a CSV/JSONL manifest, on one or more processes"),
-    "toyworld train": ("ptiedit.toyworld.train", None, "train the embedded shapes-world model"),
+    "toyworld train": ("ptiedit.training.command", None, "train the embedded shapes-world model"),
 }
 
 

@@ -2,8 +2,8 @@
 
 Modules: scene (specifications), backgrounds (patterns, textures, photo crops), photos (their sources, licences and
 held-out split), world (random textured-world scenes), render, captions, tokenizer, edits (ground-truth edits and
-their prompts), reader (recovers a scene from an image; needs scipy), train, train_textured and train_unet3 (train
-the embedded tiny Stable Diffusion).
+their prompts), reader (recovers a scene from an image; needs scipy). Training the embedded model on this world is
+ptiedit.training.
 Only the light modules are re-exported here, so importing the package pulls in neither torch nor scipy.
 """
 from .backgrounds import Pattern, Photo, Texture

@@ -1,44 +1,42 @@
 """Training recipe of the textured world (`ptiedit toyworld train --world textured`), and its fp16 snapshots.
 
 Stages, each resumable from OUT/checkpoints:
-1. vae3: a fresh, wider VAE with 8 latent channels (TEXTURED_VAE) on renders of every background kind, photos
-   weighted up (VAE_KINDS); random 32 px crops of the 64 px renders for the first CROP_SHARE of the steps (4x
+1. VAE (checkpoint and logs named vae3, VAE_NAME): a fresh, wider VAE with 8 latent channels (TEXTURED_VAE) on
+   renders of every background kind, photos weighted up (VAE_KINDS); random 32 px crops of the 64 px renders for the first CROP_SHARE of the steps (4x
    cheaper; the VAE is fully convolutional), whole renders after; every 250 steps its PSNR on held-out photo
    crops, solid-colour renders and textured scenes goes to vae3_eval_log.csv.
-2. UNet + text encoder on latents of textured-world scenes (train_unet3.py).
+2. UNet + text encoder on latents of textured-world scenes (textured_unet.py).
 
 A snapshot (`--snapshot DIR`) is the run so far in fp16, small enough to commit: the VAE, the UNet and text
 encoder once they train, the training state and the logs. `--continue-from DIR` seeds a new OUT from it.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from .render import render
-from .scene import random_scene
-from .train import RESOLUTION, Checkpoint, build_vae, fit_autoencoder
-from .world import photo_crops, random_world_scene
+from ..toyworld.render import render
+from ..toyworld.scene import random_scene
+from ..toyworld.world import photo_crops, random_world_scene
+from .loops import Checkpoint, fit_autoencoder, to_tensor
+from .models import RESOLUTION, build_vae, save_half
+from .textured_unet import check_model_folder, export_unet_snapshot, seed_unet_from_snapshot, train_textured_unet
 
 TEXTURED_VAE = {"widths": (48, 96, 192), "layers_per_block": 2, "latent_channels": 8}
+
 VAE_KINDS = ("solid", "pattern", "texture", "photo", "photo")  # photos: 2 of 5 training images
+
 CROP, CROP_SHARE = 32, 0.75
+
 STATE_FILE = "training_state.json"
+
 WORLD = "textured"
-
-
-def to_tensor(images: list) -> torch.Tensor:
-    """PIL images or uint8 arrays (H, W, 3) -> (N, 3, H, W) in [-1, 1]."""
-    pixels = np.stack([np.asarray(im, np.uint8) for im in images])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
-
+VAE_NAME = "vae3"  # its checkpoint and logs: the name existing runs and snapshots (and their READMEs) use
 
 def world_images(rng: random.Random, n: int, crop: int | None = None) -> torch.Tensor:
     """n renders of textured-world scenes, or a random crop x crop window of each."""
@@ -48,7 +46,6 @@ def world_images(rng: random.Random, n: int, crop: int | None = None) -> torch.T
     windows = [(rng.randrange(RESOLUTION - crop + 1), rng.randrange(RESOLUTION - crop + 1)) for _ in range(n)]
     return torch.stack([image[:, y:y + crop, x0:x0 + crop] for image, (y, x0) in zip(x, windows)])
 
-
 def eval_sets(n: int = 100, seed: int = 7) -> dict[str, torch.Tensor]:
     """Fixed evaluation images: crops of held-out photos (no objects), original-world solid renders, and
     textured-world scenes whose photos are held out."""
@@ -56,7 +53,6 @@ def eval_sets(n: int = 100, seed: int = 7) -> dict[str, torch.Tensor]:
     return {"photo": to_tensor(photo_crops(n, seed, "eval", RESOLUTION)),
             "solid": to_tensor([render(random_scene(rng, held_out=None), RESOLUTION) for _ in range(n)]),
             "textured": to_tensor([render(random_world_scene(rng, photos="eval"), RESOLUTION) for _ in range(n)])}
-
 
 @torch.no_grad()
 def psnr_db(vae: AutoencoderKL, x: torch.Tensor, batch: int = 50) -> float:
@@ -71,10 +67,9 @@ def psnr_db(vae: AutoencoderKL, x: torch.Tensor, batch: int = 50) -> float:
         scores.append(10 * torch.log10(255 ** 2 / mse))
     return float(torch.cat(scores).mean())
 
-
-def train_vae3(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bool = False,
+def train_textured_vae(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bool = False,
                eval_images: int = 100) -> AutoencoderKL:
-    """Reconstruction (L1 + MSE) with a tiny KL term on posterior samples, as train.train_vae."""
+    """Reconstruction (L1 + MSE) with a tiny KL term on posterior samples, as shapes.train_vae."""
     vae = build_vae(**TEXTURED_VAE)
     sets = eval_sets(eval_images)
 
@@ -89,14 +84,8 @@ def train_vae3(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bo
         return world_images(rng, n, CROP if step < CROP_SHARE * steps else None)
 
     # Checkpoints every 50 steps: a contended CPU may give this stage only a few hundred steps per session.
-    return fit_autoencoder(out, "vae3", vae, reconstruct, steps, batch, seed, held_out=False, quiet=quiet,
+    return fit_autoencoder(out, VAE_NAME, vae, reconstruct, steps, batch, seed, held_out=False, quiet=quiet,
                            images=images, evaluate=evaluate, checkpoint_every=50)
-
-
-def save_half(model, folder: Path) -> None:
-    """save_pretrained of an fp16 copy (safetensors); from_pretrained(..., torch_dtype=torch.float32) upcasts."""
-    copy.deepcopy(model).half().save_pretrained(folder, safe_serialization=True)
-
 
 SNAPSHOT_README = """# Textured-world model: training in progress
 
@@ -114,14 +103,12 @@ Export a fresher snapshot of a running or stopped run:
     ptiedit toyworld train --world textured --out /work/train-v3 --snapshot training-in-progress
 """
 
-
 def _flags(settings: dict) -> str:
     flags = [f"--vae-steps {settings['vae_steps']}", f"--unet-steps {settings['unet_steps']}",
              f"--dataset {settings['dataset']}"]
     if settings.get("init_from"):
         flags.append(f"--init-from {settings['init_from']}")
     return " ".join(flags)
-
 
 def write_snapshot(out: Path, dest: Path) -> dict:
     """Export OUT's latest checkpoints in fp16 to dest (replacing an earlier snapshot there; other files in it are
@@ -130,7 +117,7 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     the logs, a README, and training_state.json (the run's settings and the step of every stage)."""
     if dest.exists() and not (dest / STATE_FILE).is_file():
         raise ValueError(f"{dest} exists and is not a training snapshot; refusing to overwrite it")
-    vae_state = Checkpoint(out / "checkpoints" / "vae3.pt").load()
+    vae_state = Checkpoint(out / "checkpoints" / f"{VAE_NAME}.pt").load()
     if vae_state is None or not (out / "run.json").is_file():
         raise ValueError(f"{out} is no textured-world run with checkpoints (run.json, checkpoints/vae3.pt)")
     settings = json.loads((out / "run.json").read_text())
@@ -141,7 +128,6 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     vae.load_state_dict(vae_state["model"])
     save_half(vae, tmp / "vae")
     state = {"world": WORLD, "settings": settings, "vae_step": vae_state["step"], "unet_step": 0}
-    from .train_unet3 import export_unet_snapshot
     state["unet_step"] = export_unet_snapshot(out, tmp, save_half)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
     (tmp / "README.md").write_text(SNAPSHOT_README.format(flags=_flags(settings)))
@@ -155,7 +141,6 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     tmp.rename(dest)
     return state
 
-
 def read_snapshot(folder: Path) -> dict | None:
     """The training state of a snapshot folder, or None when the folder is not one."""
     path = folder / STATE_FILE
@@ -166,18 +151,15 @@ def read_snapshot(folder: Path) -> dict | None:
         raise ValueError(f"{folder}: a snapshot of world {state.get('world')!r}, not {WORLD!r}")
     return state
 
-
 def seed_from_snapshot(out: Path, folder: Path, state: dict) -> None:
     """Start OUT's checkpoints from a snapshot (fp16 weights upcast to fp32; optimizers start afresh). A rerun
     whose OUT already has checkpoints resumes from them instead."""
-    ckpt = Checkpoint(out / "checkpoints" / "vae3.pt")
+    ckpt = Checkpoint(out / "checkpoints" / f"{VAE_NAME}.pt")
     if not ckpt.path.exists():
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
         ckpt.save({"model": vae.state_dict(), "opt": None, "step": state["vae_step"]})
     if state["unet_step"]:
-        from .train_unet3 import seed_unet_from_snapshot
         seed_unet_from_snapshot(out, folder, state["unet_step"])
-
 
 def run(args, tokenizer) -> int:
     """The textured recipe: settings go to OUT/run.json (snapshots carry them), then each stage in turn."""
@@ -190,13 +172,11 @@ def run(args, tokenizer) -> int:
     if args.eval_images < 1:
         raise ValueError("--eval-images must be at least 1")
     if args.init_from:
-        from .train_unet3 import check_model_folder
         check_model_folder(args.init_from)  # now, not hours later when the UNet stage starts
     settings = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "dataset": args.dataset,
                 "init_from": str(args.init_from) if args.init_from else None}
     (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
     if state is not None:
         seed_from_snapshot(args.out, args.continue_from, state)
-    vae = train_vae3(args.out, args.vae_steps, quiet=args.quiet, eval_images=args.eval_images)
-    from .train_unet3 import train_unet3
-    return train_unet3(args, vae, tokenizer)
+    vae = train_textured_vae(args.out, args.vae_steps, quiet=args.quiet, eval_images=args.eval_images)
+    return train_textured_unet(args, vae, tokenizer)
