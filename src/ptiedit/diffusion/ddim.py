@@ -1,10 +1,12 @@
 """Deterministic DDIM (Song et al. 2021, eq. 12 with sigma_t = 0) and its inversion, as plain functions.
 
 Samplers take a noise predictor (a model family's adapter: `model(z, t, cond) -> eps` and
-`model.predict(z, t, cond) -> Prediction`) and a `Schedule`. The schedule comes from a DDIMScheduler built from
-the pipeline scheduler's config, whatever that scheduler's class; the pipeline's own scheduler is never changed,
-so inversion and sampling are exact mirrors of each other. Latents carry a batch axis: several images (or one
-image at several etas) move together.
+`model.predict(z, t, cond) -> Prediction`) and a `Schedule` of noise levels (schedule.py). For DDPM-trained
+models the schedule comes from a DDIMScheduler built from the pipeline scheduler's config, whatever that
+scheduler's class; for rectified flows (SD3, FLUX) from its FlowMatchEulerDiscreteScheduler (flow.py), where the
+same step is the flow ODE's Euler step. The pipeline's own scheduler is never changed, so inversion and sampling
+are exact mirrors of each other. Latents carry a batch axis: several images (or one image at several etas) move
+together.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from typing import Callable
 import torch
 
 from .conditioning import Conditioning
+from .flow import flow_schedule_from_timesteps, flow_scheduler, flow_timesteps, flow_transition, is_flow_scheduler
 from .progress import Progress, track
+from .schedule import Level, Schedule, as_level
 
 
 @lru_cache(maxsize=8)
@@ -39,33 +43,21 @@ def ddim_scheduler(scheduler):
     return _ddim_from_json(json.dumps(dict(scheduler.config), sort_keys=True, default=str))
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """T DDIM timesteps (descending) with alpha-bar at each and after the last step."""
-
-    timesteps: torch.Tensor  # (T,) long, descending, on the CPU
-    alphas: torch.Tensor  # (T,) alpha-bar_t, float64
-    alpha_final: float  # alpha-bar after the last step (1.0, or alpha-bar_0 as in SD's set_alpha_to_one=False)
-
-    def __len__(self) -> int:
-        return len(self.timesteps)
-
-    def alpha_next(self, i: int) -> float:
-        """alpha-bar of the timestep that sampling step i lands on."""
-        return float(self.alphas[i + 1]) if i + 1 < len(self) else self.alpha_final
-
-    def tail(self, start: int) -> "Schedule":
-        """The schedule from sampling step `start` on (SDEdit starts part-way)."""
-        return Schedule(self.timesteps[start:], self.alphas[start:], self.alpha_final)
+def schedule_config(scheduler) -> dict:
+    """The config of the scheduler ptiedit samples with: the flow scheduler's or the DDIM one's (ddim_scheduler)."""
+    return dict((flow_scheduler(scheduler) if is_flow_scheduler(scheduler) else ddim_scheduler(scheduler)).config)
 
 
 def schedule_from_timesteps(scheduler, timesteps: torch.Tensor) -> Schedule:
-    """A Schedule over the given timesteps with the alpha-bars of the scheduler config's DDIM (ddim_scheduler)."""
+    """A Schedule over the given timesteps: the alpha-bars of the scheduler config's DDIM (ddim_scheduler), or a
+    flow scheduler's sigmas (flow.py)."""
+    if is_flow_scheduler(scheduler):
+        return flow_schedule_from_timesteps(scheduler, timesteps)
     ddim = ddim_scheduler(scheduler)
     acp = ddim.alphas_cumprod.double()
     final = 1.0 if ddim.config.set_alpha_to_one else float(acp[0])
     timesteps = timesteps.long().cpu()
-    return Schedule(timesteps, acp[timesteps], final)
+    return Schedule(timesteps, tuple(Level.of_alpha(float(a)) for a in acp[timesteps]) + (Level.of_alpha(final),))
 
 
 def ddim_timesteps(scheduler, steps: int) -> torch.Tensor:
@@ -76,8 +68,11 @@ def ddim_timesteps(scheduler, steps: int) -> torch.Tensor:
 
 
 def max_steps(scheduler) -> int:
-    """The most DDIM steps the scheduler config allows (its timestep offset can push the last one off the end)."""
+    """The most DDIM steps the scheduler config allows (its timestep offset can push the last one off the end);
+    a flow scheduler allows one per training timestep."""
     n = scheduler.config.num_train_timesteps
+    if is_flow_scheduler(scheduler):
+        return n
     for steps in range(n, 0, -1):
         timesteps = ddim_timesteps(scheduler, steps)
         if int(timesteps.max()) < n and len(set(timesteps.tolist())) == steps:
@@ -85,23 +80,32 @@ def max_steps(scheduler) -> int:
     return 1
 
 
-def make_schedule(scheduler, steps: int) -> Schedule:
-    """Timesteps and alpha-bars of DDIM on a diffusers scheduler's config (any class) for `steps` steps."""
+def make_schedule(scheduler, steps: int, **flow_options) -> Schedule:
+    """Timesteps and levels of DDIM on a diffusers scheduler's config (any class) for `steps` steps; on a flow
+    scheduler its own timesteps, flow_options (sigmas, mu) passed to its set_timesteps as the family's pipeline
+    passes them (models/families: adapter.schedule)."""
     limit = scheduler.config.num_train_timesteps
+    if is_flow_scheduler(scheduler):
+        if not 1 <= steps <= limit:
+            raise ValueError(f"steps must be between 1 and {limit} for this model, got {steps}")
+        return flow_schedule_from_timesteps(scheduler, flow_timesteps(scheduler, steps, **flow_options))
+    if flow_options:
+        raise ValueError(f"{', '.join(flow_options)}: options of flow schedulers only")
     if not 1 <= steps <= limit or int(ddim_timesteps(scheduler, steps).max()) >= limit:
         raise ValueError(f"steps must be between 1 and {max_steps(scheduler)} for this model, got {steps}")
     schedule = schedule_from_timesteps(scheduler, ddim_timesteps(scheduler, steps))
-    if float(schedule.alphas[0]) == 0 and ddim_scheduler(scheduler).config.prediction_type == "epsilon":
+    if schedule.level(0).signal == 0 and ddim_scheduler(scheduler).config.prediction_type == "epsilon":
         raise ValueError("zero terminal SNR (alpha-bar 0 at the first step) needs a v- or x0-prediction model")
     return schedule
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A denoiser's estimate at the noise level a of its timestep: z = sqrt(a) x0 + sqrt(1 - a) eps.
+    """A denoiser's estimate at the noise level of its timestep: z = signal x0 + noise eps.
 
     Both terms, each computed directly from the model's output as DDIMScheduler.step does (for v-prediction
-    x0 = sqrt(a) z - sqrt(1 - a) v): at zero terminal SNR (a = 0) x0 cannot be recovered from eps.
+    x0 = sqrt(a) z - sqrt(1 - a) v; for a flow's velocity x0 = z - sigma v, eps = z + (1 - sigma) v): at zero
+    terminal SNR (a = 0) x0 cannot be recovered from eps.
     """
 
     x0: torch.Tensor
@@ -111,19 +115,23 @@ class Prediction:
         return [Prediction(x0, eps) for x0, eps in zip(self.x0.chunk(n), self.eps.chunk(n))]
 
 
-def ddim_transition(z: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha_to: float) -> torch.Tensor:
-    """Move z from noise level alpha_from to alpha_to along the predicted eps (DDIM eq. 12; both directions).
+def ddim_transition(z: torch.Tensor, eps: torch.Tensor, alpha_from: Level | float,
+                    alpha_to: Level | float) -> torch.Tensor:
+    """Move z from one noise level to another along the predicted eps, x0 taken from z at the first (DDIM eq. 12;
+    both directions). A float level is an alpha-bar.
 
-    Needs alpha_from > 0; inversion uses it (it moves away from the data, alpha_from is the lower noise level),
-    sampling uses ddim_step."""
-    x0 = (z - (1 - alpha_from) ** 0.5 * eps) / alpha_from ** 0.5
-    return alpha_to ** 0.5 * x0 + (1 - alpha_to) ** 0.5 * eps
+    Needs a signal at alpha_from; inversion uses it (it moves away from the data, alpha_from is the lower noise
+    level), sampling uses ddim_step."""
+    a_from, a_to = as_level(alpha_from), as_level(alpha_to)
+    x0 = (z - a_from.noise * eps) / a_from.signal
+    return a_to.signal * x0 + a_to.noise * eps
 
 
-def ddim_step(prediction: Prediction, alpha_to: float) -> torch.Tensor:
-    """One deterministic sampling step to noise level alpha_to: sqrt(alpha_to) x0 + sqrt(1 - alpha_to) eps
-    (DDIM eq. 12 with sigma_t = 0; DDIMScheduler.step at eta = 0)."""
-    return alpha_to ** 0.5 * prediction.x0 + (1 - alpha_to) ** 0.5 * prediction.eps
+def ddim_step(prediction: Prediction, alpha_to: Level | float) -> torch.Tensor:
+    """One deterministic sampling step to a noise level: signal x0 + noise eps there (DDIM eq. 12 with sigma_t = 0,
+    DDIMScheduler.step at eta = 0; at flow levels the Euler step z + (sigma' - sigma) v). A float is an alpha-bar."""
+    level = as_level(alpha_to)
+    return level.signal * prediction.x0 + level.noise * prediction.eps
 
 
 def cfg(eps_u: torch.Tensor, eps_c: torch.Tensor, guidance: float) -> torch.Tensor:
@@ -165,13 +173,19 @@ def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: Conditioning,
                 progress: Progress = True) -> list[torch.Tensor]:
     """DDIM inversion (unguided): returns the trajectory [z*_0, z*_1, ..., z*_T], z*_T at timesteps[0].
 
-    Step i goes from z at alpha_next(i) to alphas[i] with eps(z, timesteps[i]): the same eps function the
-    sampling step at timesteps[i] uses, so that sampling retraces inversion up to eps's change along the step."""
+    Step i goes from z at level i + 1 to level i with the prediction at (z, timesteps[i]): the same function the
+    sampling step at timesteps[i] uses, so that sampling retraces inversion up to its change along the step. DDIM
+    holds eps along the step; a flow schedule holds the velocity v = eps - x0 (flow_transition: Euler on the flow
+    ODE, the mirror of the sampler's Euler step)."""
     trajectory = [z0]
     for i in track(reversed(range(len(schedule))), len(schedule), progress, "DDIM inversion"):
         z = trajectory[-1]
-        eps = model(z, schedule.timesteps[i], cond)
-        trajectory.append(ddim_transition(z, eps, schedule.alpha_next(i), float(schedule.alphas[i])))
+        prediction = model.predict(z, schedule.timesteps[i], cond)
+        if schedule.flow:
+            z = flow_transition(z, prediction.eps - prediction.x0, schedule.alpha_next(i), schedule.level(i))
+        else:
+            z = ddim_transition(z, prediction.eps, schedule.alpha_next(i), schedule.level(i))
+        trajectory.append(z)
     return trajectory
 
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from .. import __version__
 from ..diffusion.conditioning import Conditioning
-from ..diffusion.ddim import make_schedule
 from ..diffusion.progress import Progress
 from ..images import pixels_sha256
 from ..models.family import model_family
@@ -27,6 +26,7 @@ METHODS = {"pti": prompt_tuning_inversion, "ddim": ddim_inversion, "null_text": 
 
 
 def check_options(method: str, guidance: float, options: dict) -> None:
+    """Refuse an unknown method, a guidance out of range or an option the method does not take."""
     if method not in METHODS:
         raise ValueError(f"unknown inversion method {method!r}; choose from {', '.join(METHODS)}")
     if not 0 <= guidance <= 50:
@@ -92,13 +92,14 @@ def batch_options(options: dict, batch: list[int]) -> dict:
 
 
 def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "pti",
-           prompt: str | Sequence[str] = "", steps: int = 50, guidance: float = 7.5, progress: Progress = True,
+           prompt: str | Sequence[str] = "", steps: int = 50, guidance: float | None = None, progress: Progress = True,
            max_batch: int | None = None, **options) -> Inversion | list[Inversion]:
     """Invert a real image, or a list of them, with one of METHODS.
 
     prompt: what the inversion is conditioned on (one, or one per image): for PTI the prompt that initializes
     c_T (default empty, which makes one inversion reusable for any target; pass the target prompt to start from
-    it); for the baselines the source caption. options go to the method (PTI, null_text: inner_steps, lr,
+    it); for the baselines the source caption. guidance: the CFG scale, by default the family's (7.5 on SD/SDXL,
+    7.0 on SD3, 1 on FLUX.1: its distilled guidance is a family setting, Flux's docstring). options go to the method (PTI, null_text: inner_steps, lr,
     early_stop; sdedit: strength, seed). A list is inverted in UNet batches of up to max_batch images of one
     size; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs up to
     the UNet's rounding at another batch size. SDEdit's noise comes from
@@ -111,14 +112,16 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
         raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-    check_options(method, guidance, options)
     family = model_family(pipe)
-    schedule = make_schedule(pipe.scheduler, steps)
-    # 1. Fit the images to the model, keeping their aspect ratio; group them by size for batching.
+    guidance = family.default_guidance if guidance is None else guidance
+    check_options(method, guidance, options)
+    # 1. Fit the images to the model, keeping their aspect ratio; group them by size for batching, each size with
+    # its schedule (FLUX shifts its sigmas by the image's token count).
     fitted = [family.fit(im) for im in images]
     groups: dict[tuple[int, int], list[int]] = {}
     for index, im in enumerate(fitted):
         groups.setdefault(im.size, []).append(index)
+    schedules = {size: family.schedule(steps, size) for size in groups}
     batches = [members[i:i + (max_batch or len(members))] for members in groups.values()
                for i in range(0, len(members), max_batch or len(members))]
     run_options = noise_options(method, options, len(images))
@@ -129,6 +132,7 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     for batch in batches:
         # 2. Encode the images and their prompts.
         z0 = family.encode_images([fitted[i] for i in batch])
+        schedule = schedules[fitted[batch[0]].size]
         prompt = Conditioning.cat([encoded[prompts[i]] for i in batch])
         # 3. Run the method on the whole batch.
         calls = family.forward_calls

@@ -14,7 +14,8 @@ from .result import Inverted
 def sdedit(model, z0: torch.Tensor, schedule: Schedule, *, prompt: Conditioning, null: Conditioning,
            guidance: float, strength: float = 0.5, seed: int = 0,
            generator: torch.Generator | list[torch.Generator] | None = None, progress: Progress = True) -> Inverted:
-    """Diffuse z0 to the timestep at fraction `strength` of the schedule: z = sqrt(a) z0 + sqrt(1 - a) noise.
+    """Diffuse z0 to the timestep at fraction `strength` of the schedule: z = signal z0 + noise_level noise
+    (sqrt(a), sqrt(1 - a) for DDPM models, 1 - sigma, sigma for flows).
 
     Sampling starts at step T - round(strength T) and runs the rest of the schedule; strength 0 keeps z0 itself
     (no steps: editing decodes it back), strength 1 starts from almost pure noise. The noise is drawn as
@@ -34,8 +35,8 @@ def sdedit(model, z0: torch.Tensor, schedule: Schedule, *, prompt: Conditioning,
     z = z0
     if len(tail):
         noise = draw_noise(z0.shape, torch.Generator().manual_seed(seed) if generator is None else generator)
-        alpha = float(tail.alphas[0])
-        z = alpha ** 0.5 * z0 + (1 - alpha) ** 0.5 * noise.to(z0.device, z0.dtype)
+        level = tail.level(0)
+        z = level.signal * z0 + level.noise * noise.to(z0.device, z0.dtype)
     stats = {"start_step": start, "seconds": time.perf_counter() - begin}
     return Inverted(z, prompt, null, stats, timesteps=tail.timesteps)
 

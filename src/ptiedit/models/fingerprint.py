@@ -16,12 +16,15 @@ import json
 
 import torch
 
-from ..diffusion.ddim import ddim_scheduler
+from ..diffusion.ddim import schedule_config
 from .family import adapter_key, family_label, model_family
 
-# The scheduler settings that define DDIM's timesteps and alpha-bars (not paths, class names or versions).
+# The scheduler settings that define DDIM's timesteps and alpha-bars, or a flow's sigmas (not paths, class names or
+# versions); a key the scheduler lacks is recorded as None.
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                 "prediction_type", "set_alpha_to_one", "steps_offset", "timestep_spacing", "rescale_betas_zero_snr")
+                 "prediction_type", "set_alpha_to_one", "steps_offset", "timestep_spacing", "rescale_betas_zero_snr",
+                 "shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len",
+                 "shift_terminal", "time_shift_type", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKABLE = {torch.float32: ("fp16", "bf16"), torch.float16: ("fp16",), torch.bfloat16: ("bf16",)}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -77,18 +80,21 @@ def pipeline_fingerprint(pipe) -> dict:
 
 
 def full_fingerprint(pipe, family) -> dict:
-    """Family, the DDIM schedule's settings and every component's weights_checksum in each checkable dtype."""
-    dtype = family.pipe.unet.dtype
-    config = dict(ddim_scheduler(pipe.scheduler).config)
+    """Family, its settings, the schedule's settings and every component's weights_checksum in each checkable
+    dtype."""
+    dtype = family.denoiser.dtype
+    config = schedule_config(pipe.scheduler)
     identity = {
         "family": family.name,
+        "settings": family.settings,
         "model": getattr(pipe, "ptiedit_model_name", "unknown"),
         "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
         "scheduler": {key: config.get(key) for key in SCHEDULE_KEYS},
         "weights": {half: {name: weights_checksum(module, HALF[half]) for name, module in family.components.items()}
                     for half in CHECKABLE.get(dtype, ())},
     }
-    summary = hashlib.sha256(json.dumps([identity["family"], identity["scheduler"], identity["weights"]],
+    summary = hashlib.sha256(json.dumps([identity["family"], identity["scheduler"], identity["weights"]]
+                                        + ([identity["settings"]] if identity["settings"] else []),
                                         sort_keys=True).encode()).hexdigest()[:16]
     return {**identity, "model_sha256": summary}  # one id per model and dtype, for caches
 
@@ -102,6 +108,10 @@ def check_same_model(made: dict, current: dict, allow_changed_weights: bool = Fa
     if made["family"] != current["family"]:
         raise ValueError(f"this inversion was made with a {family_label(made['family'])} model, but the loaded "
                          f"pipeline is {family_label(current['family'])}; {again}")
+    for key, value in current.get("settings", {}).items():
+        if made.get("settings", {}).get(key) != value:
+            raise ValueError(f"the model's {key} differs ({made.get('settings', {}).get(key)!r} when inverted, "
+                             f"{value!r} now); {again}")
     changed = [key for key in SCHEDULE_KEYS if json.dumps(made["scheduler"].get(key)) !=
                json.dumps(current["scheduler"].get(key))]
     if changed:
