@@ -417,7 +417,8 @@ def test_bench_runs_piebench_folders_and_photos(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(),
-                    reason="the embedded shapes-world model is not trained yet (models/embedded/shapes-sd missing)")
+                    reason="the embedded shapes-world model is not trained yet "
+                    "(models/embedded/toyworld-textured missing)")
 def test_bench_on_the_embedded_model(tmp_path):
     out = tmp_path / "embedded"
     assert bench("--out", str(out), "--n", "2", "--steps", "4", "--inner-steps", "2", "--methods", "pti,ddim",

@@ -79,7 +79,7 @@ def test_start_step_without_continue_from_is_one_line_error(tmp_path, capsys):
 
 # --- The textured world's recipe (issue 11): fp16 snapshots of a run in progress and continuing from them ---
 
-EMBEDDED = Path(__file__).parents[1] / "src" / "ptiedit" / "models" / "embedded" / "shapes-sd"
+EMBEDDED = Path(__file__).parents[1] / "src" / "ptiedit" / "models" / "embedded" / "toyworld-textured"
 
 
 @pytest.fixture(scope="module")

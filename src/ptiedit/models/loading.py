@@ -10,7 +10,9 @@ import torch
 from ..devices import resolve_device
 from .family import family_of_index
 
-EMBEDDED_MODEL = Path(__file__).parent / "embedded" / "shapes-sd"
+EMBEDDED_MODEL = Path(__file__).parent / "embedded" / "toyworld-textured"
+# The model's identity in fingerprints, PNGs, reports and bench resume keys: kept from its first folder name, so that
+# existing bench folders resume and reports stay comparable (inversion files do not check it).
 EMBEDDED_NAME = "ptiedit/shapes-sd (embedded)"
 EMBEDDED_UNET_PARAMETERS = 7_000_000  # a bigger UNet on the CPU deserves a warning
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,

@@ -17,7 +17,7 @@ import torch
 
 from ..toyworld.tokenizer import load_tokenizer
 
-STAND_IN_TOKENIZER = Path(__file__).parent / "embedded" / "shapes-sd" / "tokenizer"
+STAND_IN_TOKENIZER = Path(__file__).parent / "embedded" / "toyworld-textured" / "tokenizer"
 
 
 def build_component(library: str, class_name: str, folder: Path):
