@@ -1,4 +1,4 @@
-"""Full-size architecture check: PTI on random-weight Stable Diffusion pipelines, in every dtype the device runs.
+"""Full-size architecture check: PTI on random-weight SD, SDXL, SD3 and FLUX pipelines, in every dtype the device runs.
 
 For each folder under benchmarks/architectures that holds an architecture.json (configs only, no weights; see
 ptiedit.models.random_weights) and each dtype, it builds the pipeline with seeded random weights, prepares it as
@@ -43,8 +43,8 @@ import torch
 
 from ptiedit import __version__
 from ptiedit.devices import resolve_device
-from ptiedit.diffusion.ddim import make_schedule
 from ptiedit.editing.edit import edit_latents
+from ptiedit.editing.faithful import FaithfulConfig
 from ptiedit.images import pixels_sha256
 from ptiedit.inversion.null_text import null_text_inversion
 from ptiedit.inversion.pti import prompt_tuning_inversion
@@ -59,7 +59,6 @@ from ptiedit.toyworld.scene import Obj, Scene
 ARCHITECTURES = Path(__file__).parent / "architectures"
 ETAS = (0.0, 0.6, 1.0)
 TARGET = "a photo of a green circle"
-GUIDANCE = 7.5
 QUICK = {"steps": 2, "inner_steps": 1}  # reduced resolution comes from each architecture.json's quick_size
 FULL = {"steps": 50, "inner_steps": 10}
 
@@ -78,9 +77,9 @@ def synchronizer(device: str):
 
 
 class UNetTimer:
-    """Seconds spent inside the UNet: its forward calls (module hooks), and its backward passes, from the gradient
-    reaching its output to the gradient reaching its conditioning input (tensor hooks). The few elementwise DDIM and
-    loss ops between them are negligible next to an 860M-parameter UNet."""
+    """Seconds spent inside the denoiser (UNet or transformer): its forward calls (module hooks), and its backward
+    passes, from the gradient reaching its output to the gradient reaching its conditioning input (tensor hooks).
+    The few elementwise DDIM and loss ops between them are negligible next to an 860M-parameter UNet."""
 
     def __init__(self, unet, sync):
         self.unet, self.sync, self.seconds = unet, sync, 0.0
@@ -104,8 +103,9 @@ class UNetTimer:
     def forward_done(self, module, args, output):
         self.sync()
         self.seconds += time.perf_counter() - self.start
-        if output.sample.requires_grad:
-            output.sample.register_hook(self.backward_start)
+        sample = output[0] if isinstance(output, tuple) else output.sample  # transformers are called return_dict=False
+        if sample.requires_grad:
+            sample.register_hook(self.backward_start)
 
     def backward_start(self, grad):
         self.sync()
@@ -146,19 +146,19 @@ def peak_memory(device: str):
     result["mib"] = resident_mib("VmHWM") - base
 
 
-def tuning_peak(pipe, z0: torch.Tensor, null, checkpointing: bool) -> float | None:
-    """Peak MiB of one stage-1 tuning iteration (UNet forward + backward with respect to the conditioning), with
-    or without the UNet's gradient checkpointing."""
+def tuning_peak(pipe, z0: torch.Tensor, t, null, checkpointing: bool) -> float | None:
+    """Peak MiB of one stage-1 tuning iteration (denoiser forward + backward with respect to the conditioning),
+    with or without the denoiser's gradient checkpointing."""
     family = model_family(pipe)
     if checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
+        family.denoiser.enable_gradient_checkpointing()
     try:
-        cond = null.map(lambda t: t.detach().clone().requires_grad_(True))
+        cond = null.map(lambda c: c.detach().clone().requires_grad_(True))
         with peak_memory(str(family.device)) as peak:
-            family(z0, 500, cond).square().sum().backward()
+            family(z0, t, cond).square().sum().backward()
         return peak["mib"]
     finally:
-        pipe.unet.disable_gradient_checkpointing()
+        family.denoiser.disable_gradient_checkpointing()
 
 
 # One check --------------------------------------------------------------------------------------------------------
@@ -195,14 +195,14 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
     (pipe, family), row["setup_s"] = timed(lambda: _setup(folder, DTYPES[dtype_name], device), sync)
     image = test_image(size)
     z0 = family.encode_images([image])
-    schedule = make_schedule(pipe.scheduler, settings.steps)
-    null = family.null_conditioning()
+    schedule = family.schedule(settings.steps, image.size)
+    null, guidance = family.null_conditioning(), family.default_guidance
 
     # 1. PTI stage 1 (c_T from the empty prompt, as ptiedit.invert does by default).
     calls = family.forward_calls
-    with UNetTimer(pipe.unet, sync) as unet_time:
+    with UNetTimer(family.denoiser, sync) as unet_time:
         result, row["stage1_s"] = timed(lambda: prompt_tuning_inversion(
-            family, z0, schedule, prompt=null, null=null, guidance=GUIDANCE, inner_steps=settings.inner_steps,
+            family, z0, schedule, prompt=null, null=null, guidance=guidance, inner_steps=settings.inner_steps,
             early_stop=settings.early_stop, progress=False), sync)
     row["stage1_calls"] = family.forward_calls - calls
     row["outside_unet"] = 1 - unet_time.seconds / row["stage1_s"]
@@ -213,13 +213,13 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
         row["problems"].append("tuning loss never fell")
     fingerprint = {**pipeline_fingerprint(pipe), "image_sha256": pixels_sha256(image), "version": __version__}
     inversion = Inversion("pti", z_T, schedule.timesteps, cond, uncond,
-                          {"steps": settings.steps, "guidance": GUIDANCE, "prompt": "",
+                          {"steps": settings.steps, "guidance": guidance, "prompt": "",
                            "inner_steps": settings.inner_steps}, fingerprint, stats)
 
     # 2. An edit at three etas in one batch, decoded (decode_latents refuses non-finite latents and images).
     calls = family.forward_calls
     _, row["edit_s"] = timed(lambda: family.decode_latents(
-        edit_latents(pipe, inversion, TARGET, list(ETAS), progress=False)), sync)
+        edit_latents(pipe, inversion, TARGET, list(ETAS), progress=False, faithful=faithful_config(pipe))), sync)
     row["edit_calls"] = family.forward_calls - calls
 
     # 3. Save and load: the file must hold exactly the tensors stage 1 made.
@@ -237,7 +237,8 @@ def check_one(folder: Path, arch: dict, dtype_name: str, device: str, settings: 
     row["replay_err"] = float((replay - reference).square().mean().sqrt() / reference.square().mean().sqrt())
 
     # 5. Stage 1's peak: one tuning iteration (its latents are tiny), without and with gradient checkpointing.
-    row["peak_mib"], row["peak_ckpt_mib"] = (tuning_peak(pipe, z0, null, c) for c in (False, True))
+    t = schedule.timesteps[len(schedule) // 2]
+    row["peak_mib"], row["peak_ckpt_mib"] = (tuning_peak(pipe, z0, t, null, c) for c in (False, True))
     return row
 
 
@@ -245,6 +246,12 @@ def _setup(folder: Path, dtype: torch.dtype, device: str):
     pipe = build(folder, dtype, device)
     pipeline_fingerprint(pipe)  # computed once per pipeline; counted here, not in the first edit
     return pipe, model_family(pipe)
+
+
+def faithful_config(pipe) -> FaithfulConfig | None:
+    """The edit's faithful settings: the defaults, without self-attention injection on transformers (P2P's
+    attention processors, editing/p2p.py, are the UNet's)."""
+    return None if hasattr(pipe, "unet") else FaithfulConfig(self_replace=0.0)
 
 
 def _reconstruct(pipe, inversion: Inversion):
@@ -257,13 +264,15 @@ def compare_nti(folder: Path, arch: dict, dtype_name: str, device: str, settings
     sync = synchronizer(device)
     pipe, family = _setup(folder, DTYPES[dtype_name], device)
     size = arch["quick_size"] if settings.quick else arch["size"]
-    z0 = family.encode_images([test_image(size)])
-    schedule = make_schedule(pipe.scheduler, settings.steps)
+    image = test_image(size)
+    z0 = family.encode_images([image])
+    schedule = family.schedule(settings.steps, image.size)
     null, source = family.null_conditioning(), family.encode_prompt("a photo of a red circle")
-    runs = {"pti": lambda: prompt_tuning_inversion(family, z0, schedule, prompt=null, null=null, guidance=GUIDANCE,
+    guidance = family.default_guidance
+    runs = {"pti": lambda: prompt_tuning_inversion(family, z0, schedule, prompt=null, null=null, guidance=guidance,
                                                    inner_steps=settings.inner_steps, early_stop=0.0, progress=False),
             "null_text": lambda: null_text_inversion(family, z0, schedule, prompt=source, null=null,
-                                                     guidance=GUIDANCE, inner_steps=settings.inner_steps,
+                                                     guidance=guidance, inner_steps=settings.inner_steps,
                                                      early_stop=0.0, progress=False)}
     rows = []
     for method, run in runs.items():
@@ -387,7 +396,7 @@ def main(argv=None) -> int:
                 gc.collect()
     mode = "quick" if args.quick else "full"
     text = (f"gpu_check ({mode}: {settings.steps} steps, {settings.inner_steps} inner steps, early stop "
-            f"{settings.early_stop:g}, guidance {GUIDANCE}) on {device_name(args.device)}, torch {torch.__version__}, "
+            f"{settings.early_stop:g}, each family's default guidance) on {device_name(args.device)}, torch {torch.__version__}, "
             f"{time.perf_counter() - start:.0f} s in all\n\n{check_table(rows)}\n")
     if nti_rows:
         text += f"\nPTI against null-text inversion, {settings.inner_steps} inner steps, no early stop\n\n{nti_table(nti_rows)}\n"

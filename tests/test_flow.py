@@ -194,3 +194,18 @@ def test_sdedit_noises_to_the_flow_level(image):
                                atol=1e-4, rtol=1e-4)
     assert torch.isfinite(sample_ddim(family, half.z_T, schedule_from_timesteps(pipe.scheduler, half.timesteps),
                                       half.cond, half.uncond, half.guidance, progress=False)).all()
+
+
+def test_gpu_check_quick_rows_run_on_the_tiny_flow_folders(tmp_path):
+    import json
+    import shutil
+
+    from .test_gpu_check import gpu_check
+
+    for name in FAMILIES:
+        shutil.copytree(FIXTURES / f"{name}-tiny", tmp_path / name)
+        (tmp_path / name / "architecture.json").write_text(json.dumps({"name": name, "size": 16, "quick_size": 16}))
+    out = tmp_path / "table.md"
+    assert gpu_check().main(["--device", "cpu", "--quick", "--architectures", str(tmp_path), "--out", str(out)]) == 0
+    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines() if line.startswith(("| sd3", "| flux"))]
+    assert len(rows) == 2 and all(row[-1] == "ok" and row[-3] == "0.0e+00" for row in rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
-from .family import family_of_index
+from .family import family_of_index, model_family
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded" / "toyworld-textured"
 # The model's identity in fingerprints, PNGs, reports and bench resume keys: kept from its first folder name, so that
@@ -40,10 +40,11 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
 def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", dtype=None, *,
                   gradient_checkpointing: bool = False, vae_slicing: bool = False, vae_tiling: bool = False,
                   cpu_offload: bool = False):
-    """A frozen diffusers pipeline with a DDIM scheduler. model=None loads the embedded shapes-world model.
+    """A frozen diffusers pipeline with its family's scheduler. model=None loads the embedded shapes-world model.
 
-    The family (SD 1.x/2.x, SDXL) comes from model_index.json. Memory controls: gradient checkpointing of the
-    UNet (stage-1 backward passes), VAE slicing/tiling (decoding many or large images), and model CPU offload
+    The family (SD 1.x/2.x, SDXL, SD3, FLUX.1) comes from model_index.json. Memory controls: gradient
+    checkpointing of the UNet or transformer (stage-1 backward passes), VAE slicing/tiling (decoding many or large
+    images; at SD3/FLUX sizes tiling matters most), and model CPU offload
     through accelerate (each component moves to the GPU only while it runs). Attention uses torch's
     scaled_dot_product_attention (diffusers' default). Honours HF_HUB_OFFLINE. Raises ValueError with one
     readable line when the model cannot be loaded.
@@ -77,22 +78,27 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
     pipe = prepare_pipeline(pipe, device, gradient_checkpointing=gradient_checkpointing,
                             vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
     pipe.ptiedit_model_name = name
-    if device == "cpu" and pipe.unet.num_parameters() > EMBEDDED_UNET_PARAMETERS:
-        warnings.warn(f"{name} has a {pipe.unet.num_parameters() / 1e6:.0f}M-parameter UNet: on the CPU an "
+    denoiser = model_family(pipe).denoiser
+    if device == "cpu" and denoiser.num_parameters() > EMBEDDED_UNET_PARAMETERS:
+        warnings.warn(f"{name} has a {denoiser.num_parameters() / 1e6:.0f}M-parameter denoiser: on the CPU an "
                       f"inversion may take hours; use a GPU (--device cuda)", SlowDeviceWarning)
     return pipe
 
 
 def prepare_pipeline(pipe, device: str = "auto", *, gradient_checkpointing: bool = False, vae_slicing: bool = False,
                      vae_tiling: bool = False, cpu_offload: bool = False):
-    """Make a pipeline in its final dtype ready for ptiedit: DDIM scheduler, an fp32 VAE where force_upcast asks,
-    device or CPU offload, frozen weights, memory options. load_pipeline calls it; so do random-weight checks."""
-    from diffusers import DDIMScheduler
+    """Make a pipeline in its final dtype ready for ptiedit: its family's scheduler (DDIM, or flow matching's Euler),
+    an fp32 VAE where force_upcast asks, device or CPU offload, frozen weights, memory options (gradient
+    checkpointing of the UNet or transformer). load_pipeline calls it; so do random-weight checks."""
+    import diffusers
 
     device = resolve_device(device)
-    # DDIM needs only the schedule (betas, offset, prediction type), which every SD scheduler config carries.
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    if pipe.unet.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+    family = family_of_index(dict(pipe.config))
+    # DDIM needs only the schedule (betas, offset, prediction type), which every SD scheduler config carries; a flow
+    # scheduler's config carries its shift.
+    pipe.scheduler = getattr(diffusers, family.scheduler_class).from_config(pipe.scheduler.config)
+    denoiser = model_family(pipe).denoiser
+    if denoiser.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
         pipe.vae.to(torch.float32)  # this VAE overflows in fp16 (NaN or black images): keep it in fp32
     if cpu_offload:
         if device == "cpu":
@@ -104,7 +110,7 @@ def prepare_pipeline(pipe, device: str = "auto", *, gradient_checkpointing: bool
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False).eval()
     if gradient_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
+        denoiser.enable_gradient_checkpointing()
     if vae_slicing:
         pipe.vae.enable_slicing()
     if vae_tiling:
