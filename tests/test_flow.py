@@ -209,3 +209,46 @@ def test_gpu_check_quick_rows_run_on_the_tiny_flow_folders(tmp_path):
     assert gpu_check().main(["--device", "cpu", "--quick", "--architectures", str(tmp_path), "--out", str(out)]) == 0
     rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines() if line.startswith(("| sd3", "| flux"))]
     assert len(rows) == 2 and all(row[-1] == "ok" and row[-3] == "0.0e+00" for row in rows)
+
+
+@pytest.fixture(scope="module")
+def flow_dir(flow, tmp_path_factory):
+    """The saved tiny folder of `flow` (the CLI loads it by path)."""
+    name, pipe = flow
+    folder = tmp_path_factory.mktemp(f"{name}-cli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        random_pipeline(FIXTURES / f"{name}-tiny", seed=0).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_cli_inverts_edits_and_reconstructs_with_a_flow_folder(capsys, tmp_path, flow, flow_dir):
+    from .test_cli import run, write_image
+
+    name, _ = flow
+    image, inv = write_image(tmp_path / "input.png"), tmp_path / "inv.safetensors"
+    code, _, err = run(capsys, "invert", image, "-o", inv, "--model", flow_dir, "--steps", "2", "--inner-steps", "1",
+                       "--quiet")
+    assert code == 0, err
+    assert ptiedit.Inversion.load(inv).fingerprint["family"] == name
+    code, _, err = run(capsys, "edit", image, "--target", "a blue circle", "-o", tmp_path / "e.png", "--model",
+                       flow_dir, "--inversion", inv, "--mode", "paper", "--quiet")
+    assert code == 0, err
+    assert run(capsys, "reconstruct", inv, "-o", tmp_path / "r.png", "--model", flow_dir)[0] == 0
+    assert (tmp_path / "e.png").exists() and (tmp_path / "r.png").exists()
+
+
+def test_batch_edits_with_a_flow_folder(capsys, tmp_path, flow, flow_dir):
+    from .test_cli import run, write_image
+
+    name, _ = flow
+    for i in range(2):
+        write_image(tmp_path / f"img{i}.png", size=(16, 16 + 4 * i), seed=i)
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text("image,target,eta,steps,inner_steps\nimg0.png,a blue circle,0.6,2,1\n"
+                        "img1.png,a red square,0.8,2,1\n")
+    code, _, err = run(capsys, "batch", manifest, "--out", tmp_path / "out", "--model", flow_dir, "--mode", "paper",
+                       "--save-inversions", "--quiet")
+    assert code == 0, err
+    for row in ("row00000", "row00001"):
+        assert ptiedit.Inversion.load(tmp_path / "out" / f"{row}.safetensors").fingerprint["family"] == name
