@@ -22,6 +22,8 @@ import ptiedit.images
 from ptiedit.editing.edit import DEFAULT_ETA
 from ptiedit.images import fit_to_model, load_image, pixels_sha256
 from ptiedit.interfaces import cli
+from ptiedit.interfaces.cli import common
+from ptiedit.interfaces.cli import edit as edit_command
 from ptiedit.outputs import read_png_settings
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
@@ -256,13 +258,13 @@ def test_sdedit_noise_follows_the_seed(capsys, tmp_path, image, model):
 
 
 def test_p2p_options_reach_the_edit_and_the_png(capsys, tmp_path, image, model, monkeypatch):
-    configs, edit = [], cli.edit
+    configs, edit = [], edit_command.edit
 
     def recording(*args, p2p=None, **kwargs):
         configs.append(p2p)
         return edit(*args, p2p=p2p, **kwargs)
 
-    monkeypatch.setattr(cli, "edit", recording)
+    monkeypatch.setattr(edit_command, "edit", recording)
     out = tmp_path / "out.png"
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", out, "--model", model, *FAST, "--quiet",
                        "--p2p", "--cross-replace", "0.5", "--self-replace", "0.2", "--source-prompt", "a red circle")
@@ -349,7 +351,7 @@ def test_device_dtype_and_memory_options_reach_the_library(capsys, tmp_path, ima
         loaded.update(options)
         raise ValueError("recorded")
 
-    monkeypatch.setattr(cli, "load_pipeline", record)
+    monkeypatch.setattr(common, "load_pipeline", record)
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model,
                        "--dtype", "fp16", "--gradient-checkpointing", "--vae-slicing", "--vae-tiling", "--cpu-offload")
     assert_one_error_line(code, err, "recorded")
@@ -358,13 +360,13 @@ def test_device_dtype_and_memory_options_reach_the_library(capsys, tmp_path, ima
     monkeypatch.undo()
 
     batches = []
-    real_edit = cli.edit
+    real_edit = edit_command.edit
 
     def edit_recording(*args, max_batch=None, **kwargs):
         batches.append(max_batch)
         return real_edit(*args, max_batch=max_batch, **kwargs)
 
-    monkeypatch.setattr(cli, "edit", edit_recording)
+    monkeypatch.setattr(edit_command, "edit", edit_recording)
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model, *FAST,
                        "--eta", "0.2,0.4,0.6", "--max-batch", "2", "--device", "cpu", "--quiet")
     assert code == 0, err
@@ -403,7 +405,7 @@ def current_umask():
 
 def test_every_output_is_checked_before_any_work(capsys, tmp_path, image, model, monkeypatch):
     (tmp_path / "out_grid.png").write_bytes(b"precious")  # only the last output of a sweep exists
-    monkeypatch.setattr(cli, "load_pipeline", lambda *a, **k: pytest.fail("loaded the model before checking"))
+    monkeypatch.setattr(common, "load_pipeline", lambda *a, **k: pytest.fail("loaded the model before checking"))
     before = snapshot(tmp_path)
     code, _, err = run(capsys, "edit", image, "--target", TARGET, "-o", tmp_path / "out.png", "--eta", "0.5,1",
                        "--model", model)
@@ -436,7 +438,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(capsys, tmp_path, image
     def broken(*args, **kwargs):
         raise RuntimeError("the GPU caught fire\nsecond line")
 
-    monkeypatch.setattr(cli, "load_pipeline", broken)
+    monkeypatch.setattr(common, "load_pipeline", broken)
     args = ["edit", image, "--target", TARGET, "-o", tmp_path / "o.png", "--model", model]
     code, _, err = run(capsys, *args)
     assert code == 1

@@ -133,7 +133,8 @@ def test_the_page_shows_device_dtype_and_memory_options(tmp_path, tiny_pipe):
 def test_the_sliders_and_checks_take_the_command_lines_ranges(tmp_path, tiny_pipe, capsys):
     """One definition (interfaces/options.py): the page's limits, and a value just outside one is refused by the app
     and by the CLI with the same words."""
-    from ptiedit.interfaces import cli, options, ui
+    from ptiedit.interfaces import options, ui
+    from ptiedit.interfaces.cli import common as cli
 
     assert ui.RANGES is cli.RANGES is options.RANGES and ui.check_setting is cli.check_setting
     assert all(ui.DEFAULTS[name] == cli.DEFAULTS[name] for name in cli.DEFAULTS)

@@ -28,7 +28,7 @@ from ..images import load_image
 from ..inversion.invert import invert
 from ..outputs import result_settings, write_png
 from .batch_results import RESULTS, Shard, check_out, is_done, latest, merge, read_all
-from .cli import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_ranges, eta_files, \
+from .cli.common import DEFAULTS, add_common_options, add_inversion_options, add_mode_option, check_ranges, eta_files, \
     one_line, open_model, parse_etas
 from .manifest import COLUMNS, ROW_SETTINGS, Job, plan_jobs, read_manifest
 

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
-    from .cli import add_device_options
+    from .cli.common import add_device_options
 
     add_device_options(parser)  # --device, --dtype and the memory options, as for the other commands
     parser.add_argument("--max-batch", type=int, default=None, metavar="N", help="at most N etas in one UNet "
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the web app needs gradio: pip install 'ptiedit[ui]'") from None
-    from .cli import MEMORY_OPTIONS, open_model  # the CLI's device checks and model naming
+    from .cli.common import MEMORY_OPTIONS, open_model  # the CLI's device checks and model naming
 
     pipe = open_model(args)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -187,7 +187,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
     from ..images import pixels_sha256
     from ..models.fingerprint import pipeline_fingerprint
     from ..outputs import result_settings, write_png
-    from .cli import MEMORY_OPTIONS
+    from .cli.common import MEMORY_OPTIONS
 
     size = model_family(pipe).default_size
     model_name = getattr(pipe, "ptiedit_model_name", "unknown model")
