@@ -291,14 +291,15 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
                                 elem_id="prompt")
             button = gr.Button("Edit", variant="primary", scale=1, elem_id="edit-button")
         with gr.Row():
-            eta = gr.Slider(*RANGES["eta"], value=DEFAULTS["eta"], step=0.05, label="eta (0 = reconstruction, 1 = target "
-                            "prompt only)", elem_id="eta")
+            eta = gr.Slider(*RANGES["eta"], value=DEFAULTS["eta"], step=0.05, label="eta (0 = reconstruction, "
+                            "1 = target prompt only)", elem_id="eta")
             mode = gr.Radio(MODE_CHOICES, value=DEFAULTS["mode"], label="editing mode", elem_id="mode")
             sweep = gr.Textbox(value=DEFAULTS["sweep"], label=f"eta sweep (up to {MAX_SWEEP}, comma-separated)",
                                elem_id="sweep")
         with gr.Accordion("Advanced", open=False, elem_id="advanced"):
             with gr.Row():
-                steps = gr.Slider(*RANGES["steps"], value=DEFAULTS["steps"], step=1, label="DDIM steps", elem_id="steps")
+                steps = gr.Slider(*RANGES["steps"], value=DEFAULTS["steps"], step=1, label="DDIM steps",
+                                  elem_id="steps")
                 guidance = gr.Slider(*RANGES["guidance"], value=DEFAULTS["guidance"], step=0.5, label="guidance scale",
                                      elem_id="guidance")
                 inner_steps = gr.Slider(*RANGES["inner_steps"], value=DEFAULTS["inner_steps"], step=1,

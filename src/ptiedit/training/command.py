@@ -19,6 +19,7 @@ from . import shapes, textured
 DEFAULTS = {"shapes": {"vae_steps": 3000, "unet_steps": 32000, "dataset": 40000},
             "textured": {"vae_steps": 8000, "unet_steps": 40000, "dataset": 40000}}
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, model/)")
     parser.add_argument("--world", choices=tuple(DEFAULTS), default="shapes",

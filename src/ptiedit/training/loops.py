@@ -26,15 +26,18 @@ def render_batch(rng: random.Random, n: int, held_out: bool | None = False):
     pixels = np.stack([np.asarray(render(s, RESOLUTION)) for s in scenes])
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
 
+
 def to_tensor(images: list) -> torch.Tensor:
     """PIL images or uint8 arrays (H, W, 3) -> (N, 3, H, W) in [-1, 1]."""
     pixels = np.stack([np.asarray(im, np.uint8) for im in images])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
 
+
 def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
     return 0.05 * peak + 0.95 * peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
 
 class Checkpoint:
     """Atomic torch checkpoint of our own training state (never loaded from user input)."""
@@ -49,6 +52,7 @@ class Checkpoint:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
+
 def log_row(path: Path, row: dict):
     new = not path.exists()
     with path.open("a", newline="") as f:
@@ -56,6 +60,7 @@ def log_row(path: Path, row: dict):
         if new:
             writer.writeheader()
         writer.writerow(row)
+
 
 def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, steps: int, batch: int, seed: int,
                     held_out: bool | None, quiet: bool, images=None, evaluate=None,
@@ -92,6 +97,7 @@ def fit_autoencoder(out: Path, name: str, model: AutoencoderKL, reconstruct, ste
             log_row(out / f"{name}_eval_log.csv", {"step": step + 1, **evaluate(model.eval())})
             model.train()
     return model.eval()
+
 
 def train_unet(out: Path, tokenizer, latents: torch.Tensor, steps: int, epsilon_steps: int = 0, batch: int = 32,
                seed: int = 2, quiet: bool = False, export=None, export_every: int = 2000, name: str = "unet",

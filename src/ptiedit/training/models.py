@@ -19,6 +19,7 @@ TEXT_DIM = 128
 
 WIDE_VAE = (32, 64, 128)  # block widths of the shipped VAE, distilled from the (16, 32, 64) one the UNet learnt on
 
+
 def build_vae(widths: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1,
               latent_channels: int = 4) -> AutoencoderKL:
     """64x64x3 <-> 16x16xC (two downsamplings), no attention: shapes need no global context."""
@@ -26,6 +27,7 @@ def build_vae(widths: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1,
                          up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=widths,
                          layers_per_block=layers_per_block, latent_channels=latent_channels, norm_num_groups=16,
                          sample_size=RESOLUTION, mid_block_add_attention=False)
+
 
 def build_unet(latent_channels: int = 4) -> UNet2DConditionModel:
     """Cross-attention only at 8x8 and 4x4: at 16x16 it costs 3x the time for little gain on this world."""
@@ -36,6 +38,7 @@ def build_unet(latent_channels: int = 4) -> UNet2DConditionModel:
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         layers_per_block=2, cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=32)
 
+
 def build_text_encoder(tokenizer) -> CLIPTextModel:
     config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM,
                             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
@@ -43,10 +46,12 @@ def build_text_encoder(tokenizer) -> CLIPTextModel:
                             pad_token_id=tokenizer.pad_token_id)
     return CLIPTextModel(config)
 
+
 def build_scheduler() -> DDIMScheduler:
     """Stable Diffusion's schedule (scaled-linear betas 0.00085..0.012, 1000 steps)."""
     return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+
 
 def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_factor: float, half: bool = False):
     """Save a genuine diffusers Stable Diffusion folder (safetensors only) that from_pretrained can load; half:
@@ -69,6 +74,7 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+
 
 def save_half(model, folder: Path) -> None:
     """save_pretrained of an fp16 copy (safetensors); from_pretrained(..., torch_dtype=torch.float32) upcasts."""

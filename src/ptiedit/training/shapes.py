@@ -23,6 +23,7 @@ def train_vae(out: Path, steps: int, batch: int = 32, seed: int = 0, quiet: bool
 
     return fit_autoencoder(out, "vae", vae, reconstruct, steps, batch, seed, held_out=False, quiet=quiet)
 
+
 def widen_vae(out: Path, vae: AutoencoderKL, steps: int, batch: int = 16, seed: int = 3,
               quiet: bool = False) -> AutoencoderKL:
     """Distil the VAE into a wider one that keeps its latent space: the new encoder regresses onto the old
@@ -39,6 +40,7 @@ def widen_vae(out: Path, vae: AutoencoderKL, steps: int, batch: int = 16, seed: 
     # All scenes, held-out ones too: held-out combinations test the text model, not the pixel model.
     return fit_autoencoder(out, "wide_vae", wide, reconstruct, steps, batch, seed, held_out=None, quiet=quiet)
 
+
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, out: Path, n: int, seed: int = 1):
     """Latent means of n training-split scenes (the same scenes again from the seed), and SD's scaling factor."""
@@ -53,6 +55,7 @@ def encode_dataset(vae: AutoencoderKL, out: Path, n: int, seed: int = 1):
     data = {"latents": latents, "scaling_factor": float(1 / latents.std())}
     torch.save(data, path)
     return data
+
 
 def continue_from_model(out: Path, folder: Path, step: int, tokenizer) -> AutoencoderKL:
     """Seed the UNet checkpoint from an exported model (its EMA weights become both the weights and their
@@ -92,4 +95,3 @@ def run(args, tokenizer) -> int:
         vae = widen_vae(args.out, vae, args.wide_vae_steps, quiet=args.quiet)
     export(unet, text_encoder, vae)
     return 0
-

@@ -2,9 +2,9 @@
 
 Stages, each resumable from OUT/checkpoints:
 1. VAE (checkpoint and logs named vae3, VAE_NAME): a fresh, wider VAE with 8 latent channels (TEXTURED_VAE) on
-   renders of every background kind, photos weighted up (VAE_KINDS); random 32 px crops of the 64 px renders for the first CROP_SHARE of the steps (4x
-   cheaper; the VAE is fully convolutional), whole renders after; every 250 steps its PSNR on held-out photo
-   crops, solid-colour renders and textured scenes goes to vae3_eval_log.csv.
+   renders of every background kind, photos weighted up (VAE_KINDS); random 32 px crops of the 64 px renders for
+   the first CROP_SHARE of the steps (4x cheaper; the VAE is fully convolutional), whole renders after; every 250
+   steps its PSNR on held-out photo crops, solid-colour renders and textured scenes goes to vae3_eval_log.csv.
 2. UNet + text encoder on latents of textured-world scenes (textured_unet.py).
 
 A snapshot (`--snapshot DIR`) is the run so far in fp16, small enough to commit: the VAE, the UNet and text
@@ -38,6 +38,7 @@ STATE_FILE = "training_state.json"
 WORLD = "textured"
 VAE_NAME = "vae3"  # its checkpoint and logs: the name existing runs and snapshots (and their READMEs) use
 
+
 def world_images(rng: random.Random, n: int, crop: int | None = None) -> torch.Tensor:
     """n renders of textured-world scenes, or a random crop x crop window of each."""
     x = to_tensor([render(random_world_scene(rng, VAE_KINDS), RESOLUTION) for _ in range(n)])
@@ -46,6 +47,7 @@ def world_images(rng: random.Random, n: int, crop: int | None = None) -> torch.T
     windows = [(rng.randrange(RESOLUTION - crop + 1), rng.randrange(RESOLUTION - crop + 1)) for _ in range(n)]
     return torch.stack([image[:, y:y + crop, x0:x0 + crop] for image, (y, x0) in zip(x, windows)])
 
+
 def eval_sets(n: int = 100, seed: int = 7) -> dict[str, torch.Tensor]:
     """Fixed evaluation images: crops of held-out photos (no objects), original-world solid renders, and
     textured-world scenes whose photos are held out."""
@@ -53,6 +55,7 @@ def eval_sets(n: int = 100, seed: int = 7) -> dict[str, torch.Tensor]:
     return {"photo": to_tensor(photo_crops(n, seed, "eval", RESOLUTION)),
             "solid": to_tensor([render(random_scene(rng, held_out=None), RESOLUTION) for _ in range(n)]),
             "textured": to_tensor([render(random_world_scene(rng, photos="eval"), RESOLUTION) for _ in range(n)])}
+
 
 @torch.no_grad()
 def psnr_db(vae: AutoencoderKL, x: torch.Tensor, batch: int = 50) -> float:
@@ -66,6 +69,7 @@ def psnr_db(vae: AutoencoderKL, x: torch.Tensor, batch: int = 50) -> float:
         mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
         scores.append(10 * torch.log10(255 ** 2 / mse))
     return float(torch.cat(scores).mean())
+
 
 def train_textured_vae(out: Path, steps: int, batch: int = 16, seed: int = 10, quiet: bool = False,
                eval_images: int = 100) -> AutoencoderKL:
@@ -103,12 +107,14 @@ Export a fresher snapshot of a running or stopped run:
     ptiedit toyworld train --world textured --out /work/train-v3 --snapshot training-in-progress
 """
 
+
 def _flags(settings: dict) -> str:
     flags = [f"--vae-steps {settings['vae_steps']}", f"--unet-steps {settings['unet_steps']}",
              f"--dataset {settings['dataset']}"]
     if settings.get("init_from"):
         flags.append(f"--init-from {settings['init_from']}")
     return " ".join(flags)
+
 
 def write_snapshot(out: Path, dest: Path) -> dict:
     """Export OUT's latest checkpoints in fp16 to dest (replacing an earlier snapshot there; other files in it are
@@ -141,6 +147,7 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     tmp.rename(dest)
     return state
 
+
 def read_snapshot(folder: Path) -> dict | None:
     """The training state of a snapshot folder, or None when the folder is not one."""
     path = folder / STATE_FILE
@@ -151,6 +158,7 @@ def read_snapshot(folder: Path) -> dict | None:
         raise ValueError(f"{folder}: a snapshot of world {state.get('world')!r}, not {WORLD!r}")
     return state
 
+
 def seed_from_snapshot(out: Path, folder: Path, state: dict) -> None:
     """Start OUT's checkpoints from a snapshot (fp16 weights upcast to fp32; optimizers start afresh). A rerun
     whose OUT already has checkpoints resumes from them instead."""
@@ -160,6 +168,7 @@ def seed_from_snapshot(out: Path, folder: Path, state: dict) -> None:
         ckpt.save({"model": vae.state_dict(), "opt": None, "step": state["vae_step"]})
     if state["unet_step"]:
         seed_unet_from_snapshot(out, folder, state["unet_step"])
+
 
 def run(args, tokenizer) -> int:
     """The textured recipe: settings go to OUT/run.json (snapshots carry them), then each stage in turn."""

@@ -29,8 +29,10 @@ UNET_KINDS = ("solid", "solid", "pattern", "texture", "photo")
 DROP_BACKGROUND = 0.3
 UNET_NAME = "unet3"  # its checkpoint and log: the name existing runs and snapshots use
 
+
 def textured_caption(scene, rng: random.Random) -> str:
     return caption(scene, rng, drop_background=DROP_BACKGROUND)
+
 
 @torch.no_grad()
 def encode_world(vae: AutoencoderKL, out: Path, n: int, seed: int = 1) -> dict:
@@ -50,6 +52,7 @@ def encode_world(vae: AutoencoderKL, out: Path, n: int, seed: int = 1) -> dict:
     torch.save(data, path)
     return data
 
+
 def transfer(target: torch.nn.Module, source: torch.nn.Module) -> list[str]:
     """Copy every parameter and buffer of source whose name and shape target shares; the names not copied."""
     own, skipped = target.state_dict(), []
@@ -61,10 +64,12 @@ def transfer(target: torch.nn.Module, source: torch.nn.Module) -> list[str]:
     target.load_state_dict(own)
     return skipped
 
+
 def check_model_folder(folder: Path) -> None:
     missing = [part for part in ("unet", "text_encoder", "tokenizer") if not (folder / part).is_dir()]
     if missing:
         raise ValueError(f"--init-from {folder}: not an exported model folder (no {', '.join(missing)})")
+
 
 def init_from_model(folder: Path, tokenizer, latent_channels: int) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     """A UNet and text encoder of this recipe's shapes, started from an exported model's weights where they fit.
@@ -82,8 +87,10 @@ def init_from_model(folder: Path, tokenizer, latent_channels: int) -> tuple[UNet
             rows[index] = old_rows[old_vocab[token]]
     return unet, text_encoder
 
+
 def _snapshot_state(folder: Path) -> dict:
     return json.loads((folder / "unet_state.json").read_text())
+
 
 def export_unet_snapshot(out: Path, dest: Path, save) -> int:
     """Save the UNet stage's EMA weights with save(model, folder), the tokenizer and the latent scale into dest;
@@ -101,6 +108,7 @@ def export_unet_snapshot(out: Path, dest: Path, save) -> int:
     (dest / "unet_state.json").write_text(json.dumps(data, indent=1) + "\n")
     return state["step"]
 
+
 def seed_unet_from_snapshot(out: Path, folder: Path, step: int) -> None:
     """Seed OUT's UNet checkpoint from a snapshot (its EMA weights become weights and average; AdamW restarts),
     and keep the latent scale the UNet learnt on."""
@@ -112,6 +120,7 @@ def seed_unet_from_snapshot(out: Path, folder: Path, step: int) -> None:
     ckpt.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": None,
                "ema_unet": unet.state_dict(), "ema_text_encoder": text_encoder.state_dict(), "step": step})
     (out / "unet_state.json").write_text(json.dumps(_snapshot_state(folder), indent=1) + "\n")
+
 
 def train_textured_unet(args, vae: AutoencoderKL, tokenizer) -> int:
     """Encode the dataset, train (v-prediction throughout), export OUT/model in fp16."""

@@ -31,8 +31,10 @@ DELEGATED = {
     "toyworld train": ("ptiedit.training.command", None, "train the embedded shapes-world model"),
 }
 
+
 class UsageError(ValueError):
     """A command line argparse rejects."""
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse reporting usage errors as one line instead of the usage text plus a message."""
@@ -83,6 +85,7 @@ def import_command(name: str):
 
 PACKAGE = Path(package_path[0]).absolute()  # as the interpreter names its modules' files: not resolved
 
+
 @contextmanager
 def reported_warnings(show_all: bool):
     """Each distinct warning of ptiedit's own (e.g. a truncated prompt, fp16 on the CPU) becomes one
@@ -100,6 +103,7 @@ def reported_warnings(show_all: bool):
         warnings.simplefilter("always")
         warnings.showwarning = show
         yield
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (the console script exits with it)."""

@@ -35,10 +35,12 @@ images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 1
   width x height, which also undoes the stretch.
 """
 
+
 def check_prompt(text: str, flag: str) -> str:
     if not text.strip():
         raise ValueError(f"{flag} is empty")
     return text
+
 
 def check_ranges(args: argparse.Namespace) -> None:
     """The settings' ranges (options.RANGES) before the model loads; check_steps then narrows --steps."""
@@ -47,6 +49,7 @@ def check_ranges(args: argparse.Namespace) -> None:
             check_setting(name, getattr(args, name), f"--{name.replace('_', '-')}")
     if getattr(args, "max_batch", None) is not None and args.max_batch < 1:
         raise ValueError(f"--max-batch must be at least 1, got {args.max_batch}")
+
 
 def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
     """--eta may be repeated and each may be a comma list; duplicates are dropped, order kept."""
@@ -64,10 +67,12 @@ def parse_etas(values: list[str], allow_extrapolation: bool) -> list[float]:
             etas.append(eta)
     return etas
 
+
 def check_suffix(path: str, suffix: str, what: str) -> Path:
     if Path(path).suffix.lower() != suffix:
         raise ValueError(f"{path}: {what} must be a {suffix} file")
     return Path(path)
+
 
 def check_steps(pipe, args: argparse.Namespace) -> None:
     """--steps within what the model's scheduler config allows (its timestep offset can cost one step)."""
@@ -76,10 +81,12 @@ def check_steps(pipe, args: argparse.Namespace) -> None:
         raise ValueError(f"--steps must be between {allowed.start} and {allowed.stop - 1} for this model's "
                          f"scheduler, got {args.steps}")
 
+
 def say(args: argparse.Namespace, text: str) -> None:
     """A message on stdout; tqdm.write lifts an open progress display out of its way and redraws it."""
     if not args.quiet:
         tqdm.write(text, file=sys.stdout)
+
 
 @contextmanager
 def progress_display(args: argparse.Namespace):
@@ -96,18 +103,22 @@ def progress_display(args: argparse.Namespace):
 
 MEMORY_OPTIONS = ("gradient_checkpointing", "vae_slicing", "vae_tiling", "cpu_offload")
 
+
 def open_model(args: argparse.Namespace):
     """The pipeline for --model on --device in --dtype, with the memory options. Commands defined elsewhere
     may not have added the memory options: they default to off."""
     memory = {name: getattr(args, name, False) for name in MEMORY_OPTIONS}
     return load_pipeline(args.model, device=args.device, dtype=args.dtype, **memory)
 
+
 def model_image(pipe, image):
     """The image as the model sees it (what invert() inverts and fingerprints)."""
     return model_family(pipe).fit(image)
 
+
 def accepts(method: str, option: str) -> bool:
     return option in inspect.signature(METHODS[method]).parameters
+
 
 def check_method(args: argparse.Namespace) -> None:
     """--inner-steps only for the methods that tune at each step."""
@@ -115,6 +126,7 @@ def check_method(args: argparse.Namespace) -> None:
     if args.inner_steps is not None and not accepts(method, "inner_steps"):
         tuned = " and ".join(name for name in METHODS if accepts(name, "inner_steps"))
         raise ValueError(f"--inner-steps applies to --method {tuned}, not {method}")
+
 
 def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progress) -> Inversion:
     """Stage 1 with --method (default pti); SDEdit draws its noise from --seed, the others are deterministic."""
@@ -128,9 +140,11 @@ def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progr
     inversion.settings["seed"] = args.seed
     return inversion
 
+
 def eta_name(eta: float) -> str:
     """Two decimals, or every digit where two would merge distinct etas."""
     return f"{eta:.2f}" if round(eta, 2) == eta else repr(eta)
+
 
 def eta_files(out: Path, etas: list[float]) -> dict[float, Path]:
     """OUT itself for one eta; OUT_eta0.80.png and so on for several."""
@@ -138,8 +152,10 @@ def eta_files(out: Path, etas: list[float]) -> dict[float, Path]:
         return {etas[0]: out}
     return {eta: out.with_name(f"{out.stem}_eta{eta_name(eta)}{out.suffix}") for eta in etas}
 
+
 def one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
 
 def add_common_options(parser: argparse.ArgumentParser, show_model: bool = True) -> None:
     group = parser.add_argument_group("model and run")
@@ -150,6 +166,7 @@ def add_common_options(parser: argparse.ArgumentParser, show_model: bool = True)
     group.add_argument("--force", action="store_true", help="overwrite existing output files")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of unexpected errors")
+
 
 def add_device_options(parser: argparse.ArgumentParser, group=None) -> None:
     """--device, --dtype and the memory and speed options (shared with `ptiedit ui`)."""
@@ -166,14 +183,17 @@ def add_device_options(parser: argparse.ArgumentParser, group=None) -> None:
     memory.add_argument("--cpu-offload", action="store_true", help="keep each model on the CPU until it runs "
                         "(accelerate model offload; needs a GPU)")
 
+
 def add_mode_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="faithful (default): change only what "
                         "an automatic mask finds the target changes, keep the reconstruction elsewhere; paper: the "
                         "paper's plain stage 2, which resamples the whole picture")
 
+
 def add_method_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), help="inversion method (default pti); the others are "
                         "the baselines: their init prompt is the source caption and they edit at eta 1 by default")
+
 
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:
     group = parser.add_argument_group("inversion (PTI stage 1)")

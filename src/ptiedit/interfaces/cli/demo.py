@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_parser(commands) -> None:
     """The `ptiedit demo` subcommand."""
     p = commands.add_parser("demo", help="edit two shapes-world scenes, one over a photo",

@@ -18,6 +18,7 @@ from .common import (IMAGES_HELP, add_common_options, add_inversion_options, add
                      check_method, check_prompt, check_ranges, check_steps, check_suffix, eta_files, eta_name,
                      model_image, open_model, parse_etas, progress_display, run_inversion, say)
 
+
 def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
     """Settings given on the command line must be the ones the reused inversion was made with."""
     if getattr(args, "method", None) not in (None, inversion.method):
@@ -29,6 +30,7 @@ def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, i
             flag = "the init prompt" if key == "prompt" else f"--{key.replace('_', '-')}"
             raise ValueError(f"{flag} {value!r} differs from the one {path} was made with "
                              f"({inversion.settings.get(key)!r}); leave it out, or pass a new --inversion file")
+
 
 def p2p_config(args: argparse.Namespace) -> P2PConfig | None:
     """--p2p with its fractions, checked against options.RANGES; None without --p2p (its options then refused)."""
@@ -44,12 +46,14 @@ def p2p_config(args: argparse.Namespace) -> P2PConfig | None:
                  for name in ("cross_replace", "self_replace") if getattr(args, name) is not None}
     return P2PConfig(**fractions, source_prompt=args.source_prompt)
 
+
 def p2p_settings(config: P2PConfig | None) -> dict:
     """What a result PNG records of Prompt-to-Prompt: nothing without it."""
     if config is None:
         return {}
     return {"p2p": True, "cross_replace": config.cross_replace, "self_replace": config.self_replace,
             **({"source_prompt": config.source_prompt} if config.source_prompt is not None else {})}
+
 
 def add_p2p_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Prompt-to-Prompt (attention control from the reconstruction branch)")
@@ -130,12 +134,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_parser(commands) -> None:
     """The `ptiedit edit` subcommand."""
-    p = commands.add_parser("edit", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=IMAGES_HELP, help="invert an image and edit it",
-                            description="Invert INPUT with PTI and sample it again toward --target, blending the "
-                            "tuned embeddings with the target's: c~_t = eta c_target + (1 - eta) c_t.")
+    p = commands.add_parser("edit", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=IMAGES_HELP,
+                            help="invert an image and edit it",
+                            description="Invert INPUT with PTI (or --method) and sample it again toward --target, "
+                            "blending the tuned embeddings with the target's: c~_t = eta c_target + (1 - eta) c_t.")
     p.add_argument("input", metavar="INPUT", help="image to edit")
     p.add_argument("--target", required=True, metavar="PROMPT", help="what the edited image shows")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="edited image; with several etas the "

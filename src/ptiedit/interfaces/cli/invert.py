@@ -9,6 +9,7 @@ from .common import (IMAGES_HELP, add_common_options, add_inversion_options, add
                      check_prompt, check_ranges, check_steps, check_suffix, open_model, progress_display,
                      run_inversion, say)
 
+
 def run(args: argparse.Namespace) -> int:
     check_ranges(args)
     check_method(args)
@@ -25,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_parser(commands) -> None:
     """The `ptiedit invert` subcommand."""
-    p = commands.add_parser("invert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=IMAGES_HELP, help="invert an image with PTI",
+    p = commands.add_parser("invert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=IMAGES_HELP,
+                            help="invert an image with PTI",
                             description="Invert INPUT with PTI and save the inversion for `edit --inversion`.")
     p.add_argument("input", metavar="INPUT", help="image to invert")
     p.add_argument("-o", "--output", required=True, metavar="INV.safetensors", help="inversion file to write")

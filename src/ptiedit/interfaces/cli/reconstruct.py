@@ -22,7 +22,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_parser(commands) -> None:
     """The `ptiedit reconstruct` subcommand."""
     p = commands.add_parser("reconstruct", help="sample an inversion back (eta = 0)",
