@@ -207,7 +207,8 @@ def test_gpu_check_quick_rows_run_on_the_tiny_flow_folders(tmp_path):
         (tmp_path / name / "architecture.json").write_text(json.dumps({"name": name, "size": 16, "quick_size": 16}))
     out = tmp_path / "table.md"
     assert gpu_check().main(["--device", "cpu", "--quick", "--architectures", str(tmp_path), "--out", str(out)]) == 0
-    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines() if line.startswith(("| sd3", "| flux"))]
+    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines()
+            if line.startswith(("| sd3", "| flux"))]
     assert len(rows) == 2 and all(row[-1] == "ok" and row[-3] == "0.0e+00" for row in rows)
 
 

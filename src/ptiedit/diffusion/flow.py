@@ -67,7 +67,7 @@ def flow_schedule_from_timesteps(scheduler, timesteps: torch.Tensor) -> Schedule
 
 
 def sigma_of(t, num_train_timesteps: int) -> float:
-    """sigma of a flow timestep t = sigma * num_train_timesteps (in float64, as the schedule and the adapters take it)."""
+    """sigma of a flow timestep t = sigma * num_train_timesteps, in float64 (the schedule and the adapters agree)."""
     return float(torch.as_tensor(t).reshape(-1)[0]) / num_train_timesteps
 
 

@@ -99,10 +99,11 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     prompt: what the inversion is conditioned on (one, or one per image): for PTI the prompt that initializes
     c_T (default empty, which makes one inversion reusable for any target; pass the target prompt to start from
     it); for the baselines the source caption. guidance: the CFG scale, by default the family's (7.5 on SD/SDXL,
-    7.0 on SD3, 1 on FLUX.1: its distilled guidance is a family setting, Flux's docstring). options go to the method (PTI, null_text: inner_steps, lr,
-    early_stop; sdedit: strength, seed). A list is inverted in UNet batches of up to max_batch images of one
-    size; every image keeps its own conditioning and early stopping, so the results equal one-by-one runs up to
-    the UNet's rounding at another batch size. SDEdit's noise comes from
+    7.0 on SD3, 1 on FLUX.1, whose distilled guidance is a family setting: models/families/flow.py). options go to
+    the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength, seed). A list is inverted in
+    denoiser batches of up to max_batch images of one size, each size with its own schedule (FLUX shifts by
+    resolution); every image keeps its own conditioning and early stopping, so the results equal one-by-one runs
+    up to the denoiser's rounding at another batch size. SDEdit's noise comes from
     one generator (`generator`, or one seeded with `seed`) drawn batch after batch, each image its own draw.
     Weights are frozen while it runs (their requires_grad is restored after), so stage 1 leaves no .grad.
     """

@@ -20,7 +20,6 @@ class FlowFamily(Family):
     """What SD3 and FLUX share: the transformer, the flow scheduler, velocity -> (x0, eps)."""
 
     scheduler_class = "FlowMatchEulerDiscreteScheduler"
-    load_options = {}
     max_shift_default = 1.15  # the pipeline's max_shift where the scheduler config has none
 
     def __init__(self, pipe):
@@ -105,7 +104,8 @@ class StableDiffusion3(FlowFamily):
         return Conditioning(tokens, pooled)
 
     def velocity(self, z, t, cond, dtype):
-        return self.pipe.transformer(hidden_states=z, timestep=t.expand(len(z)), encoder_hidden_states=cond.tokens.to(dtype),
+        return self.pipe.transformer(hidden_states=z, timestep=t.expand(len(z)),
+                                     encoder_hidden_states=cond.tokens.to(dtype),
                                      pooled_projections=cond.pooled.to(dtype), return_dict=False)[0]
 
 
@@ -152,7 +152,7 @@ class Flux(FlowFamily):
         return self.pipe.vae.config.sample_size  # 1024 for FLUX.1's VAE (FluxPipeline's default_sample_size 128 x 8)
 
     def timestep_options(self, steps: int, size: tuple[int, int]) -> dict:
-        """FluxPipeline's: sigmas linspace(1, 1/T, T) and mu always (the scheduler uses it when shifting dynamically)."""
+        """FluxPipeline's: sigmas linspace(1, 1/T, T), and mu always (used when the scheduler shifts dynamically)."""
         h, w = self.latent_size(size)
         return {"sigmas": np.linspace(1.0, 1 / steps, steps),
                 "mu": dynamic_shift(self.pipe.scheduler, (h // 2) * (w // 2), self.max_shift_default)}
