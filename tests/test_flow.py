@@ -171,16 +171,21 @@ def test_fp16_on_the_cpu_runs_and_replays(image):
     assert torch.equal(replay(pipe, [inversion]), inversion.reconstruction)
 
 
-def test_faithful_mode_on_sd3_replays_at_eta_zero_and_edits(image):
+def test_default_faithful_edit_on_sd3_replays_at_eta_zero_and_p2p_is_refused(image):
     from ptiedit.editing.edit import sample_edits
-    from ptiedit.editing.faithful import FaithfulConfig
+    from ptiedit.editing.p2p import P2PConfig
 
     pipe = tiny_flow("sd3")
     inversion = ptiedit.invert(pipe, image, steps=STEPS, inner_steps=2, progress=False)
+    # the default FaithfulConfig (self-attention injection on): mask and blending only on a transformer
     kept, edited = sample_edits(pipe, [(inversion, "a blue circle", 0.0), (inversion, "a blue circle", 1.0)],
-                                mode="faithful", faithful=FaithfulConfig(self_replace=0.0), progress=False)
+                                progress=False)
     assert torch.equal(kept.latent, inversion.reconstruction) and not kept.mask.any()
     assert edited.mask is not None and torch.isfinite(edited.latent).all()
+    edited_image = ptiedit.edit(pipe, inversion, "a blue circle", 1.0, progress=False)
+    assert edited_image.size == image.size
+    with pytest.raises(ValueError, match="needs a UNet"):
+        sample_edits(pipe, [(inversion, "a blue circle", 1.0)], p2p=P2PConfig(), progress=False)
 
 
 def test_sdedit_noises_to_the_flow_level(image):

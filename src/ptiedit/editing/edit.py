@@ -159,15 +159,17 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
             groups.append([])
             continue
         source.append(last)
+        if config is not None and not family.attention_editing:
+            raise ValueError(f"Prompt-to-Prompt needs a UNet model; {family.label} has none")
         setting = config or P2PConfig(cross_replace=0.0)
-        if faithful is not None:
+        if faithful is not None and family.attention_editing:  # else: the mask and blending alone
             setting = replace(setting, self_replace=max(setting.self_replace, faithful.self_replace))
         aligned = token_alignment(family.tokenizers[0], source_prompt if setting.source_prompt is None
                                   else setting.source_prompt, prompt)
         groups[-1].append((*aligned, setting))
     active = any(s.cross_replace > 0 or s.self_replace > 0 for group in groups for *_, s in group)
     control = AttentionReplace(groups, len(schedule), latent_tokens=z_T.shape[-2] * z_T.shape[-1]) if active else None
-    with attention_control(pipe.unet, control) if control is not None else nullcontext():
+    with attention_control(family.denoiser, control) if control is not None else nullcontext():
         if faithful is None:
             def step(i, z):
                 if control is not None:

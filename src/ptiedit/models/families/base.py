@@ -40,6 +40,7 @@ class Family:
     scheduler_class = "DDIMScheduler"  # what models.loading.prepare_pipeline gives the pipeline
     load_options: dict = {}
     default_guidance = 7.5  # invert()'s guidance when none is given
+    attention_editing = True  # editing/p2p.py's processors fit the denoiser's attention layers (UNets)
 
     def __init__(self, pipe):
         self.pipe = pipe

@@ -21,6 +21,7 @@ class FlowFamily(Family):
 
     scheduler_class = "FlowMatchEulerDiscreteScheduler"
     max_shift_default = 1.15  # the pipeline's max_shift where the scheduler config has none
+    attention_editing = False  # joint text-image attention: P2P's processors do not apply
 
     def __init__(self, pipe):
         super().__init__(pipe)
