@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,18 +64,28 @@ def check_folder(folder: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; move it onto `path` only if the block completes. Every atomic write
-    of ptiedit (images, inversions, batch results, training checkpoints) goes through here."""
+def atomic_path(path: str | os.PathLike, folder: bool = False):
+    """Yield a temporary path next to `path` (an empty folder with folder=True); move it onto `path` only if the
+    block completes. Every atomic write of ptiedit (images, inversions, batch results, training checkpoints and
+    exported model folders) goes through here. A folder replaces an existing one by removing it first: a crash
+    between the two leaves the finished temporary folder, not half of either."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    if folder:
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    else:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes the file private; give it the usual permissions
+        # mkstemp and mkdtemp make the path private; give it the usual permissions
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~UMASK)
+        if folder and path.exists():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
             os.remove(tmp)
 
 

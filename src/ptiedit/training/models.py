@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..outputs import atomic_path
 from ..toyworld.captions import vocabulary
 from ..toyworld.tokenizer import write_tokenizer
 
@@ -62,18 +61,17 @@ def export_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, scaling_fa
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=build_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    tmp = folder.with_name(folder.name + ".partial")
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    if half:  # transformers loads the dtype a config names; fp32, as diffusers loads its own components by default
-        config = json.loads((tmp / "text_encoder" / "config.json").read_text())
-        (tmp / "text_encoder" / "config.json").write_text(json.dumps({**config, "dtype": "float32"}, indent=2) + "\n")
-    # A fresh tokenizer.json: the training one carries the padding/truncation state of its last call.
-    tokenizer.backend_tokenizer.no_padding(), tokenizer.backend_tokenizer.no_truncation()
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    write_tokenizer(tmp / "tokenizer", vocabulary())  # also the plain vocab.json/merges.txt files
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_path(folder, folder=True) as tmp:
+        tmp = Path(tmp)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if half:  # transformers loads the dtype a config names; fp32, as diffusers loads its own components
+            config = json.loads((tmp / "text_encoder" / "config.json").read_text())
+            (tmp / "text_encoder" / "config.json").write_text(json.dumps({**config, "dtype": "float32"}, indent=2)
+                                                              + "\n")
+        # A fresh tokenizer.json: the training one carries the padding/truncation state of its last call.
+        tokenizer.backend_tokenizer.no_padding(), tokenizer.backend_tokenizer.no_truncation()
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        write_tokenizer(tmp / "tokenizer", vocabulary())  # also the plain vocab.json/merges.txt files
 
 
 def save_half(model, folder: Path) -> None:

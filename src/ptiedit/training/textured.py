@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from ..outputs import atomic_path
 from ..toyworld.render import render
 from ..toyworld.scene import random_scene
 from ..toyworld.world import photo_crops, random_world_scene
@@ -127,24 +128,22 @@ def write_snapshot(out: Path, dest: Path) -> dict:
     if vae_state is None or not (out / "run.json").is_file():
         raise ValueError(f"{out} is no textured-world run with checkpoints (run.json, checkpoints/vae3.pt)")
     settings = json.loads((out / "run.json").read_text())
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    vae = build_vae(**TEXTURED_VAE)
-    vae.load_state_dict(vae_state["model"])
-    save_half(vae, tmp / "vae")
-    state = {"world": WORLD, "settings": settings, "vae_step": vae_state["step"], "unet_step": 0}
-    state["unet_step"] = export_unet_snapshot(out, tmp, save_half)
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
-    (tmp / "README.md").write_text(SNAPSHOT_README.format(flags=_flags(settings)))
-    (tmp / "logs").mkdir()
-    for log in sorted(out.glob("*_log.csv")):
-        shutil.copy(log, tmp / "logs" / log.name)
-    for extra in dest.glob("*") if dest.exists() else ():  # files the snapshot does not write are kept
-        if not (tmp / extra.name).exists():
-            extra.rename(tmp / extra.name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest, folder=True) as tmp:
+        tmp = Path(tmp)
+        vae = build_vae(**TEXTURED_VAE)
+        vae.load_state_dict(vae_state["model"])
+        save_half(vae, tmp / "vae")
+        state = {"world": WORLD, "settings": settings, "vae_step": vae_state["step"], "unet_step": 0}
+        state["unet_step"] = export_unet_snapshot(out, tmp, save_half)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+        (tmp / "README.md").write_text(SNAPSHOT_README.format(flags=_flags(settings)))
+        (tmp / "logs").mkdir()
+        for log in sorted(out.glob("*_log.csv")):
+            shutil.copy(log, tmp / "logs" / log.name)
+        for extra in dest.glob("*") if dest.exists() else ():  # files the snapshot does not write are kept
+            if not (tmp / extra.name).exists():
+                extra.rename(tmp / extra.name)
     return state
 
 
