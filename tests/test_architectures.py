@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-ARCHITECTURES = sorted((Path(__file__).parent.parent / "benchmarks" / "architectures").glob("*/architecture.json"))
+# UNet models here; the flow models' folders (a transformer) are checked in tests/test_flow_architectures.py
+ARCHITECTURES = [card for card in sorted((Path(__file__).parent.parent / "benchmarks" / "architectures")
+                                         .glob("*/architecture.json"))
+                 if "unet" in json.loads((card.parent / "model_index.json").read_text())]
 # Parameter counts of the published checkpoints (UNet, VAE, text encoder): SD 1.5 (runwayml/stable-diffusion-v1-5),
 # SD 2.1 (stabilityai/stable-diffusion-2-1, OpenCLIP ViT-H text encoder cut to its 23 used layers).
 PUBLISHED = {"sd15": (859_520_964, 83_653_863, 123_060_480), "sd21": (865_910_724, 83_653_863, 340_387_840)}
