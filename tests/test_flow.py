@@ -188,6 +188,18 @@ def test_default_faithful_edit_on_sd3_replays_at_eta_zero_and_p2p_is_refused(ima
         sample_edits(pipe, [(inversion, "a blue circle", 1.0)], p2p=P2PConfig(), progress=False)
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_pti_pipeline_from_a_raw_flow_pipeline_inverts_and_replays(name, image):
+    raw = random_pipeline(FIXTURES / f"{name}-tiny", seed=0)
+    scheduler = raw.scheduler
+    pipe = ptiedit.PTIPipeline.from_pipe(raw)
+    assert raw.scheduler is scheduler and pipe.transformer is raw.transformer
+    inversion = pipe.invert(image=image, num_inference_steps=STEPS, inner_steps=2).inversion
+    assert inversion.fingerprint["family"] == name
+    replayed = pipe(prompt="a blue circle", inversion=inversion, eta=0.0, output_type="latent").images
+    assert torch.equal(replayed, inversion.reconstruction)
+
+
 def test_sdedit_noises_to_the_flow_level(image):
     pipe = tiny_flow("sd3")
     family = ptiedit.model_family(pipe)

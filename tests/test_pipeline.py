@@ -193,7 +193,7 @@ def test_bad_arguments_fail_in_one_line(sd, sd_inversion):
         pipe.invert()
     with pytest.raises(ValueError, match="takes num_inference_steps, not steps"):
         pipe.invert(image=image(0), steps=2)
-    with pytest.raises(ValueError, match="needs a diffusers StableDiffusionPipeline"):
+    with pytest.raises(ValueError, match="needs a diffusers Stable Diffusion, SDXL, SD3 or FLUX pipeline"):
         PTIPipeline.from_pipe(object())
     bigger = pipe.invert(image=image(3, size=(24, 16)), num_inference_steps=STEPS, inner_steps=1).inversion
     with pytest.raises(ValueError, match="differ in size"):

@@ -59,7 +59,7 @@ def one_image(image) -> Image.Image:
 
 
 class PTIPipeline:
-    """Prompt Tuning Inversion editing around a diffusers Stable Diffusion (1.x/2.x) or SDXL pipeline.
+    """Prompt Tuning Inversion editing around a diffusers Stable Diffusion (1.x/2.x), SDXL, SD3 or FLUX pipeline.
 
     PTIPipeline(pipeline) wraps the pipeline as it is; from_pipe(pipeline) builds a new one that shares its
     components and leaves the given pipeline (its scheduler included) untouched; from_pretrained loads one.
@@ -71,11 +71,11 @@ class PTIPipeline:
         if isinstance(pipeline, PTIPipeline):
             pipeline = pipeline.pipeline
         if not (hasattr(pipeline, "components") and hasattr(pipeline, "config")):
-            raise ValueError(f"PTIPipeline needs a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, "
+            raise ValueError(f"PTIPipeline needs a diffusers Stable Diffusion, SDXL, SD3 or FLUX pipeline, "
                              f"got {type(pipeline).__name__}")
         model_family(pipeline)  # refuses unsupported layouts in one line
-        unet, vae = pipeline.unet, pipeline.vae
-        if unet.config.in_channels != vae.config.latent_channels:
+        unet, vae = getattr(pipeline, "unet", None), pipeline.vae  # flow models have a transformer instead
+        if unet is not None and unet.config.in_channels != vae.config.latent_channels:
             raise ValueError(f"the UNet takes {unet.config.in_channels} input channels, not the VAE's "
                              f"{vae.config.latent_channels} (an inpainting model?); ptiedit needs a text-to-image UNet")
         self.pipeline = pipeline
@@ -100,25 +100,23 @@ class PTIPipeline:
 
     @classmethod
     def from_pipe(cls, pipeline) -> "PTIPipeline":
-        """A PTIPipeline on any Stable Diffusion or SDXL pipeline's components, as they are (same objects, device
-        and dtype). It gets its own DDIM scheduler from the pipeline scheduler's config; the given pipeline and
-        its scheduler are not changed."""
+        """A PTIPipeline on any supported pipeline's components, as they are (same objects, device and dtype). It
+        gets its own scheduler of its family's class (DDIM, or flow matching's Euler) on the pipeline scheduler's
+        config; the given pipeline and its scheduler are not changed."""
         import diffusers
-        from diffusers import DDIMScheduler
-
-        from .diffusion.ddim import ddim_scheduler
 
         if isinstance(pipeline, PTIPipeline):
             pipeline = pipeline.pipeline
         if not (hasattr(pipeline, "components") and hasattr(pipeline, "config")):
-            raise ValueError(f"from_pipe needs a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, "
+            raise ValueError(f"from_pipe needs a diffusers Stable Diffusion, SDXL, SD3 or FLUX pipeline, "
                              f"got {type(pipeline).__name__}")
         family = family_of_index(dict(pipeline.config))
         pipeline_class = getattr(diffusers, family.pipeline_class)
         expected, optional = pipeline_class._get_signature_keys(pipeline_class)
         modules = {name: module for name, module in pipeline.components.items() if name in expected}
         modules.update(family.load_options)  # no safety checker or watermarker: ptiedit decodes itself
-        modules["scheduler"] = DDIMScheduler.from_config(ddim_scheduler(pipeline.scheduler).config)
+        # the family's scheduler (DDIM, or flow matching's Euler) on the config, as load_pipeline gives it
+        modules["scheduler"] = getattr(diffusers, family.scheduler_class).from_config(pipeline.scheduler.config)
         settings = {key: pipeline.config[key] for key in optional if key in pipeline.config and key not in modules}
         new = pipeline_class(**modules, **settings)
         new.ptiedit_model_name = getattr(pipeline, "ptiedit_model_name", None) or pipeline.config.get(
