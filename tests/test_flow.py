@@ -248,9 +248,11 @@ def test_cli_inverts_edits_and_reconstructs_with_a_flow_folder(capsys, tmp_path,
     code, _, err = run(capsys, "invert", image, "-o", inv, "--model", flow_dir, "--steps", "2", "--inner-steps", "1",
                        "--quiet")
     assert code == 0, err
-    assert ptiedit.Inversion.load(inv).fingerprint["family"] == name
+    inversion = ptiedit.Inversion.load(inv)
+    assert inversion.fingerprint["family"] == name
+    assert inversion.guidance == FAMILIES[name].default_guidance  # no --guidance: the family's (FLUX.1: 1)
     code, _, err = run(capsys, "edit", image, "--target", "a blue circle", "-o", tmp_path / "e.png", "--model",
-                       flow_dir, "--inversion", inv, "--mode", "paper", "--quiet")
+                       flow_dir, "--inversion", inv, "--quiet")  # the default faithful mode
     assert code == 0, err
     assert run(capsys, "reconstruct", inv, "-o", tmp_path / "r.png", "--model", flow_dir)[0] == 0
     assert (tmp_path / "e.png").exists() and (tmp_path / "r.png").exists()

@@ -87,8 +87,11 @@ def is_embedded(pipe) -> bool:
 
 def runtime_text(pipe, memory: dict, max_batch: int | None) -> str:
     """One line saying where and how the model runs, and which flags change it."""
-    dtype = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(pipe.unet.dtype),
-                                                                                           str(pipe.unet.dtype))
+    from ..models.family import model_family
+
+    denoiser_dtype = str(model_family(pipe).denoiser.dtype)  # the UNet, or a flow model's transformer
+    dtype = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(denoiser_dtype,
+                                                                                           denoiser_dtype)
     options = ", ".join(f"{name.replace('_', ' ')} {'on' if on else 'off'}" for name, on in memory.items())
     batch = f"at most {max_batch} etas per UNet batch" if max_batch else "all etas in one UNet batch"
     return (f"Running on **{pipe.device}** in **{dtype}**; {options}; {batch}. Set when the server starts "

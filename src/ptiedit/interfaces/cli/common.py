@@ -133,6 +133,8 @@ def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progr
     method = getattr(args, "method", None) or "pti"
     torch.manual_seed(args.seed)  # set and recorded for every method
     settings = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
+    if args.guidance is None:  # the family's own: FLUX.1 is guidance-distilled (1), SD3 uses 7
+        settings["guidance"] = model_family(pipe).default_guidance
     options = {name: value for name, value in settings.items() if name != "inner_steps" or accepts(method, name)}
     if accepts(method, "seed"):
         options["seed"] = args.seed
@@ -201,7 +203,7 @@ def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) ->
     group.add_argument("--steps", type=int, help=f"DDIM steps, {steps_low} up to the scheduler's training timesteps "
                        f"(at most {steps_high}; default {DEFAULTS['steps']})")
     group.add_argument("--guidance", type=float, help=f"classifier-free guidance scale, {low}..{high} "
-                       f"(default {DEFAULTS['guidance']})")
+                       f"(default: the model's, {DEFAULTS['guidance']} on SD/SDXL, 7 on SD3, 1 on FLUX.1)")
     group.add_argument("--inner-steps", type=int, help=f"Adam steps tuning c_t at each step, {inner_low}..{inner_high} "
                        f"(default {DEFAULTS['inner_steps']})")
     init = group.add_mutually_exclusive_group() if with_target else group
