@@ -14,6 +14,7 @@ import ptiedit
 from ptiedit.diffusion.conditioning import Conditioning
 from ptiedit.editing.edit import edit_latents
 from ptiedit.diffusion.ddim import Prediction
+from ptiedit.diffusion.schedule import Level
 from ptiedit.inversion.tuning import tune_guided_step
 from ptiedit.toyworld.render import render
 from ptiedit.toyworld.scene import Obj, Scene
@@ -76,12 +77,12 @@ def test_gradient_entering_a_half_precision_unet_is_a_normal_fp16_number():
             return Prediction((z - (1 - alpha) ** 0.5 * eps.float()) / alpha ** 0.5, eps.float())
 
     z, cond = torch.zeros(1, 4, 64, 64), Conditioning(torch.zeros(1, 77, 8))
-    alpha, alpha_next, guidance = 0.5, 0.6, 7.5
+    alpha, level_next, guidance = 0.5, Level.of_alpha(0.6), 7.5
     fixed = Prediction(torch.zeros_like(z), torch.zeros_like(z))
-    untuned = tune_guided_step(HalfUNet, z, 500, alpha_next, z, cond, fixed, "cond", guidance,
+    untuned = tune_guided_step(HalfUNet, z, 500, level_next, z, cond, fixed, "cond", guidance,
                                inner_steps=0, lr=1e-2, threshold=0.0).z_next
     grads.clear()
-    tune_guided_step(HalfUNet, z, 500, alpha_next, untuned + 1e-2, cond, fixed, "cond",
+    tune_guided_step(HalfUNet, z, 500, level_next, untuned + 1e-2, cond, fixed, "cond",
                      guidance, inner_steps=1, lr=1e-2, threshold=0.0)  # loss 1e-4: PTI's early-stop threshold
     assert grads and (grads[0].abs() >= torch.finfo(torch.float16).tiny).all(), grads[0].abs().min()
 

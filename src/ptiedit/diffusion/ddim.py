@@ -22,7 +22,7 @@ import torch
 from .conditioning import Conditioning
 from .flow import flow_schedule_from_timesteps, flow_scheduler, flow_timesteps, flow_transition, is_flow_scheduler
 from .progress import Progress, track
-from .schedule import Level, Schedule, as_level
+from .schedule import Level, Schedule
 
 
 @lru_cache(maxsize=8)
@@ -115,22 +115,19 @@ class Prediction:
         return [Prediction(x0, eps) for x0, eps in zip(self.x0.chunk(n), self.eps.chunk(n))]
 
 
-def ddim_transition(z: torch.Tensor, eps: torch.Tensor, alpha_from: Level | float,
-                    alpha_to: Level | float) -> torch.Tensor:
+def ddim_transition(z: torch.Tensor, eps: torch.Tensor, level_from: Level, level_to: Level) -> torch.Tensor:
     """Move z from one noise level to another along the predicted eps, x0 taken from z at the first (DDIM eq. 12;
-    both directions). A float level is an alpha-bar.
+    both directions).
 
-    Needs a signal at alpha_from; inversion uses it (it moves away from the data, alpha_from is the lower noise
+    Needs a signal at level_from; inversion uses it (it moves away from the data, level_from is the lower noise
     level), sampling uses ddim_step."""
-    a_from, a_to = as_level(alpha_from), as_level(alpha_to)
-    x0 = (z - a_from.noise * eps) / a_from.signal
-    return a_to.signal * x0 + a_to.noise * eps
+    x0 = (z - level_from.noise * eps) / level_from.signal
+    return level_to.signal * x0 + level_to.noise * eps
 
 
-def ddim_step(prediction: Prediction, alpha_to: Level | float) -> torch.Tensor:
+def ddim_step(prediction: Prediction, level: Level) -> torch.Tensor:
     """One deterministic sampling step to a noise level: signal x0 + noise eps there (DDIM eq. 12 with sigma_t = 0,
-    DDIMScheduler.step at eta = 0; at flow levels the Euler step z + (sigma' - sigma) v). A float is an alpha-bar."""
-    level = as_level(alpha_to)
+    DDIMScheduler.step at eta = 0; at flow levels the Euler step z + (sigma' - sigma) v)."""
     return level.signal * prediction.x0 + level.noise * prediction.eps
 
 
@@ -182,9 +179,9 @@ def ddim_invert(model, z0: torch.Tensor, schedule: Schedule, cond: Conditioning,
         z = trajectory[-1]
         prediction = model.predict(z, schedule.timesteps[i], cond)
         if schedule.flow:
-            z = flow_transition(z, prediction.eps - prediction.x0, schedule.alpha_next(i), schedule.level(i))
+            z = flow_transition(z, prediction.eps - prediction.x0, schedule.level(i + 1), schedule.level(i))
         else:
-            z = ddim_transition(z, prediction.eps, schedule.alpha_next(i), schedule.level(i))
+            z = ddim_transition(z, prediction.eps, schedule.level(i + 1), schedule.level(i))
         trajectory.append(z)
     return trajectory
 
@@ -198,7 +195,7 @@ def sample_ddim(model, z: torch.Tensor, schedule: Schedule, cond: Conditioning, 
     for i in track(range(len(schedule)), len(schedule), progress, "DDIM sampling"):
         prediction = guided_prediction(model, z, schedule.timesteps[i], cond.at_step(i), uncond.at_step(i),
                                        guidance, fused)
-        z = ddim_step(prediction, schedule.alpha_next(i))
+        z = ddim_step(prediction, schedule.level(i + 1))
         if callback is not None:
             z = callback_latents(callback(i, z), z)
     return z

@@ -29,11 +29,6 @@ class Level:
         return cls(1 - sigma, sigma)
 
 
-def as_level(level: Level | float) -> Level:
-    """A Level as it is; a float as DDPM's alpha-bar."""
-    return level if isinstance(level, Level) else Level.of_alpha(level)
-
-
 @dataclass(frozen=True)
 class Schedule:
     """T timesteps (descending) with the noise level at each and after the last step.
@@ -55,10 +50,6 @@ class Schedule:
     def level(self, i: int) -> Level:
         """The level of timesteps[i] (i = len: after the last step)."""
         return self.levels[i]
-
-    def alpha_next(self, i: int) -> Level:
-        """The level sampling step i lands on (named after DDIM's alpha-bar; a Level for every schedule)."""
-        return self.levels[i + 1]
 
     def tail(self, start: int) -> "Schedule":
         """The schedule from sampling step `start` on (SDEdit starts part-way)."""

@@ -58,7 +58,7 @@ def sample_faithful(model, z: torch.Tensor, schedule: Schedule, cond: Conditioni
     for i in track(range(T), T, progress, "DDIM sampling (faithful)"):
         prediction = guided_prediction(model, z, schedule.timesteps[i], cond.at_step(i), uncond.at_step(i),
                                        guidance, fused=True)
-        z = ddim_step(prediction, schedule.alpha_next(i))
+        z = ddim_step(prediction, schedule.level(i + 1))
         if i < mask_until:
             eps = prediction.eps
             difference += (eps - eps[source]).abs().mean(1, keepdim=True)

@@ -32,10 +32,10 @@ def null_text_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prompt: 
     z, u = trajectory[-1], null
     steps = []
     for i in track(range(T), T, progress, "null-text tuning"):
-        t, alpha_next = schedule.timesteps[i], schedule.alpha_next(i)
+        t, level_next = schedule.timesteps[i], schedule.level(i + 1)
         with torch.no_grad():
             c = model.predict(z, t, prompt)  # does not depend on the null embedding: once per timestep
-        step = tune_guided_step(model, z, t, alpha_next, trajectory[T - 1 - i], u, c, "uncond", guidance,
+        step = tune_guided_step(model, z, t, level_next, trajectory[T - 1 - i], u, c, "uncond", guidance,
                                 inner_steps, lr * (1 - 0.5 * i / T), early_stop + 2e-5 * i)
         z, u = step.z_next, step.conditioning
         steps.append(step)

@@ -34,10 +34,10 @@ def prompt_tuning_inversion(model, z0: torch.Tensor, schedule: Schedule, *, prom
     z, c = trajectory[-1], prompt
     steps = []
     for i in track(range(T), T, progress, "prompt tuning"):
-        t, alpha_next = schedule.timesteps[i], schedule.alpha_next(i)
+        t, level_next = schedule.timesteps[i], schedule.level(i + 1)
         with torch.no_grad():  # does not depend on c_t: once per timestep; unused at guidance 1
             u = None if guidance == 1.0 else model.predict(z, t, null)
-        step = tune_guided_step(model, z, t, alpha_next, trajectory[T - 1 - i], c, u, "cond", guidance,
+        step = tune_guided_step(model, z, t, level_next, trajectory[T - 1 - i], c, u, "cond", guidance,
                                 inner_steps, lr * (1 - 0.5 * i / T), early_stop)
         z, c = step.z_next, step.conditioning
         steps.append(step)

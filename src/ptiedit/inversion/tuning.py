@@ -10,6 +10,7 @@ import torch
 
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import Prediction, ddim_step, guide
+from ..diffusion.schedule import Level
 
 
 @dataclass
@@ -21,7 +22,7 @@ class TunedStep:
     iterations: torch.Tensor  # (B,) Adam updates made
 
 
-def tune_guided_step(model, z: torch.Tensor, t, alpha_next: float, target: torch.Tensor, conditioning: Conditioning,
+def tune_guided_step(model, z: torch.Tensor, t, level_next: Level, target: torch.Tensor, conditioning: Conditioning,
                      fixed: Prediction | None, tuned_branch: str, guidance: float, inner_steps: int, lr: float,
                      threshold: float) -> TunedStep:
     """Adam on ||DDIM(z, u + w (c - u)) - target||^2 over the conditioning of one CFG branch (u, c: predictions).
@@ -53,7 +54,7 @@ def tune_guided_step(model, z: torch.Tensor, t, alpha_next: float, target: torch
             else:
                 other = Prediction(fixed.x0[active], fixed.eps[active])
                 prediction = guide(other, tuned, guidance) if tuned_branch == "cond" else guide(tuned, other, guidance)
-            z_next = ddim_step(prediction, alpha_next)
+            z_next = ddim_step(prediction, level_next)
             error = (z_next - target[active]).square().flatten(1)
         mse = error.detach().mean(1).cpu()  # per image: early stopping compares it across resolutions
         if k == 0:
