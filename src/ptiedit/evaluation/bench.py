@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..devices import resolve_device
 from ..editing.edit import DEFAULT_ETA
-from ..inversion.invert import METHODS
+from ..diffusion.flow import is_flow_scheduler
+from ..inversion.invert import FLOW_ONLY, METHODS
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
 from ..models.loading import load_pipeline
@@ -78,8 +79,9 @@ def accepts(method: str, option: str) -> bool:
 
 
 def available_methods() -> list[str]:
-    """Every inversion method, plus Prompt-to-Prompt on those that edit with eta = 1, each also in faithful mode."""
-    plain = list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS]
+    """Every inversion method, plus Prompt-to-Prompt on those that edit with eta = 1 (on UNet models: not the
+    flow-only ones), each also in faithful mode."""
+    plain = list(METHODS) + [f"{m}+p2p" for m in METHODS if m not in KNOBS and m not in FLOW_ONLY]
     return plain + [f"{m}+{FAITHFUL}" for m in plain]
 
 
@@ -115,6 +117,17 @@ def method_specs(names: list[str] | None, ablation: bool | list[str], inner_step
                              f"choose from {', '.join(s.name for s in specs if s.name in variants)}")
     keep = variants if ablation is True else set(ablation or ())
     return [spec for spec in specs if spec.name not in variants or spec.name in keep]
+
+
+def runnable(specs: list[MethodSpec], pipe, named: bool) -> list[MethodSpec]:
+    """The specs the model runs: the flow-only methods (FLOW_ONLY) need a flow model; on another they are left out
+    of the default list and refused when named."""
+    if is_flow_scheduler(pipe.scheduler):
+        return specs
+    flow = [spec.name for spec in specs if spec.method in FLOW_ONLY]
+    if flow and named:
+        raise ValueError(f"{', '.join(flow)}: methods of flow-matching models; {model_family(pipe).label} is not one")
+    return [spec for spec in specs if spec.method not in FLOW_ONLY]
 
 
 def jobs_for(spec: MethodSpec, case: Case) -> list[Job]:
@@ -298,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
     check_out(out, settings)  # before the slow part: loading the model
     learned = LearnedMetrics(args.lpips_weights, args.clip_model, args.dino_model)
     pipe = load_pipeline(args.model, device=args.device)
+    specs = runnable(specs, pipe, named=args.methods is not None)
     cases = build_cases(args, model_family(pipe).default_size)
     fingerprint = pipeline_fingerprint(pipe)
     settings = {"model": fingerprint["model"], "model_sha256": fingerprint["model_sha256"], **settings,

@@ -15,14 +15,26 @@ from ..images import pixels_sha256
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
 from .ddim import ddim_inversion
+from .flowedit import TARGET_GUIDANCE, flowedit
 from .negative_prompt import negative_prompt_inversion
 from .null_text import null_text_inversion
 from .pti import prompt_tuning_inversion
 from .result import Inversion
+from .rf_inversion import rf_inversion
 from .sdedit import sdedit
 
 METHODS = {"pti": prompt_tuning_inversion, "ddim": ddim_inversion, "null_text": null_text_inversion,
-           "negative_prompt": negative_prompt_inversion, "sdedit": sdedit}
+           "negative_prompt": negative_prompt_inversion, "sdedit": sdedit, "rf_inversion": rf_inversion,
+           "flowedit": flowedit}
+FLOW_ONLY = ("rf_inversion", "flowedit")  # defined on the rectified-flow ODE: they refuse other models
+# Guidance scales a method publishes, used instead of the family's where the family has real CFG (above 1).
+PUBLISHED_GUIDANCE = {"flowedit": TARGET_GUIDANCE}
+
+
+def default_guidance(method: str, family_guidance: float) -> float:
+    """The guidance scale invert() uses when none is given: the family's, or the method's published one where
+    the family's is real CFG (FLUX.1's distilled 1 stays 1)."""
+    return PUBLISHED_GUIDANCE.get(method, family_guidance) if family_guidance > 1 else family_guidance
 
 
 def check_options(method: str, guidance: float, options: dict) -> None:
@@ -100,7 +112,9 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     c_T (default empty, which makes one inversion reusable for any target; pass the target prompt to start from
     it); for the baselines the source caption. guidance: the CFG scale, by default the family's (7.5 on SD/SDXL,
     7.0 on SD3, 1 on FLUX.1, whose distilled guidance is a family setting: models/families/flow.py). options go to
-    the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength, seed). A list is inverted in
+    the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength, seed; on flow models only,
+    rf_inversion: gamma, eta_rf, eta_start, eta_stop, seed and flowedit: source_guidance, n_max, seed, whose
+    guidance defaults to FlowEdit's published 13.5 on SD3). A list is inverted in
     denoiser batches of up to max_batch images of one size, each size with its own schedule (FLUX shifts by
     resolution); every image keeps its own conditioning and early stopping, so the results equal one-by-one runs
     up to the denoiser's rounding at another batch size. SDEdit's noise comes from
@@ -114,7 +128,7 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     family = model_family(pipe)
-    guidance = family.default_guidance if guidance is None else guidance
+    guidance = default_guidance(method, family.default_guidance) if guidance is None else guidance
     check_options(method, guidance, options)
     # 1. Fit the images to the model, keeping their aspect ratio; group them by size for batching, each size with
     # its schedule (FLUX shifts its sigmas by the image's token count).
@@ -150,5 +164,5 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
             image_fingerprint = {**fingerprint, "image_sha256": pixels_sha256(fitted[index]), "version": __version__}
             timesteps = schedule.timesteps if result.timesteps is None else result.timesteps
             results[index] = Inversion(method, z_T, timesteps, cond, uncond, settings, image_fingerprint, stats,
-                                       reconstruction)
+                                       reconstruction, result.source(b), dict(result.sampling))
     return results[0] if isinstance(image, Image.Image) else results

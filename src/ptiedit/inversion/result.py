@@ -24,7 +24,9 @@ class Inverted:
     uncond: Conditioning
     stats: dict  # per-image lists under "per_image", batch totals otherwise
     reconstruction: torch.Tensor | None = None  # latents the method itself reconstructs, when it has them
-    timesteps: torch.Tensor | None = None  # only when sampling starts part-way (SDEdit)
+    timesteps: torch.Tensor | None = None  # only when sampling starts part-way (SDEdit, FlowEdit)
+    z0: torch.Tensor | None = None  # the source latents, for methods whose sampling steps use them (sampling)
+    sampling: dict = field(default_factory=dict)  # the method's per-step rule for editing (Inversion.sampling)
 
     @classmethod
     def from_steps(cls, z_T, cond, uncond, steps, seconds: float, reconstruction=None) -> "Inverted":
@@ -42,6 +44,10 @@ class Inverted:
         reconstruction = None if self.reconstruction is None else self.reconstruction[b:b + 1].clone()
         return self.z_T[b:b + 1].clone(), pick(self.cond), pick(self.uncond), stats, reconstruction
 
+    def source(self, b: int) -> torch.Tensor | None:
+        """Image b's z0, if the method keeps it."""
+        return None if self.z0 is None else self.z0[b:b + 1].clone()
+
 
 @dataclass
 class Inversion:
@@ -53,6 +59,9 @@ class Inversion:
     - Null-text inversion: cond = source prompt, uncond = the tuned null embeddings.
     - Negative-prompt inversion: cond = uncond = source prompt.
     - DDIM / SDEdit: cond = source prompt (or null), uncond = null; SDEdit's timesteps start part-way.
+    - RF-Inversion, FlowEdit (flow models): as DDIM / SDEdit, plus z0 and `sampling`, the method's rule that
+      editing applies after each sampling step (inversion/steps.py): RF-Inversion's reverse controller toward z0,
+      FlowEdit's source branch. Empty for every other method.
     """
 
     method: str
@@ -65,6 +74,9 @@ class Inversion:
     stats: dict = field(default_factory=dict)
     # The latent the method itself reconstructed (PTI, null-text: what eta 0 replays); in memory only, not saved.
     reconstruction: torch.Tensor | None = field(default=None, repr=False)
+    # RF-Inversion's and FlowEdit's source latent and per-step rule (inversion/steps.py); saved. None / {} otherwise.
+    z0: torch.Tensor | None = field(default=None, repr=False)
+    sampling: dict = field(default_factory=dict)
 
     @property
     def guidance(self) -> float:
@@ -76,7 +88,7 @@ class Inversion:
         check_same_model(self.fingerprint, fingerprint, allow_changed_weights)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        named = {"z_T": self.z_T, "timesteps": self.timesteps}
+        named = {"z_T": self.z_T, "timesteps": self.timesteps, **({"z0": self.z0} if self.z0 is not None else {})}
         for branch in ("cond", "uncond"):
             c = getattr(self, branch)
             named.update({f"{branch}.{f.name}": t for f, t in zip(fields(c), c.tensors()) if t is not None})
@@ -89,7 +101,7 @@ class Inversion:
         path = Path(path)
         tensors = {name: t.detach().cpu().contiguous().clone() for name, t in self.tensors().items()}  # no shared storage
         meta = {"format": FORMAT, "method": self.method, "settings": self.settings,
-                "fingerprint": self.fingerprint, "stats": self.stats}
+                "fingerprint": self.fingerprint, "stats": self.stats, "sampling": self.sampling}
         with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata={"ptiedit": json.dumps(meta)})
 
@@ -114,4 +126,5 @@ class Inversion:
             raise ValueError(f"{path}: not a readable inversion file ({type(error).__name__})") from None
         cond, uncond = (Conditioning(tensors[f"{b}.tokens"], tensors.get(f"{b}.pooled")) for b in ("cond", "uncond"))
         return cls(meta["method"], tensors["z_T"], tensors["timesteps"], cond, uncond, meta["settings"],
-                   meta["fingerprint"], meta.get("stats", {}))
+                   meta["fingerprint"], meta.get("stats", {}), z0=tensors.get("z0"),
+                   sampling=meta.get("sampling", {}))

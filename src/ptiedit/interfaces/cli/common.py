@@ -15,7 +15,9 @@ from tqdm.auto import tqdm
 from ...devices import DEVICES
 from ...editing.edit import DEFAULT_MODE, MODES
 from ...images import MAX_PIXELS
-from ...inversion.invert import METHODS, invert
+from ...inversion.flowedit import N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
+from ...inversion.invert import METHODS, default_guidance, invert
+from ...inversion.rf_inversion import ETA, ETA_START, ETA_STOP, GAMMA
 from ...inversion.result import Inversion
 from ...models.family import model_family
 from ...models.loading import load_pipeline, valid_steps
@@ -23,6 +25,7 @@ from ..options import DEFAULTS as SETTING_DEFAULTS
 from ..options import INVERSION_SETTINGS, RANGES, check_setting
 
 DEFAULTS = {name: SETTING_DEFAULTS[name] for name in INVERSION_SETTINGS}
+FLOW_OPTIONS = ("gamma", "eta_rf", "eta_start", "eta_stop", "n_max", "source_guidance")  # add_flow_options
 
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
@@ -121,11 +124,12 @@ def accepts(method: str, option: str) -> bool:
 
 
 def check_method(args: argparse.Namespace) -> None:
-    """--inner-steps only for the methods that tune at each step."""
+    """--inner-steps only for the methods that tune at each step, the flow baselines' options for theirs."""
     method = args.method or "pti"
-    if args.inner_steps is not None and not accepts(method, "inner_steps"):
-        tuned = " and ".join(name for name in METHODS if accepts(name, "inner_steps"))
-        raise ValueError(f"--inner-steps applies to --method {tuned}, not {method}")
+    for name in ("inner_steps", *FLOW_OPTIONS):
+        if getattr(args, name, None) is not None and not accepts(method, name):
+            takers = " and ".join(m for m in METHODS if accepts(m, name))
+            raise ValueError(f"--{name.replace('_', '-')} applies to --method {takers}, not {method}")
 
 
 def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progress) -> Inversion:
@@ -133,9 +137,10 @@ def run_inversion(pipe, image, args: argparse.Namespace, init_prompt: str, progr
     method = getattr(args, "method", None) or "pti"
     torch.manual_seed(args.seed)  # set and recorded for every method
     settings = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
-    if args.guidance is None:  # the family's own: FLUX.1 is guidance-distilled (1), SD3 uses 7
-        settings["guidance"] = model_family(pipe).default_guidance
+    if args.guidance is None:  # the family's own (FLUX.1 is guidance-distilled: 1; SD3 7), FlowEdit's on SD3
+        settings["guidance"] = default_guidance(method, model_family(pipe).default_guidance)
     options = {name: value for name, value in settings.items() if name != "inner_steps" or accepts(method, name)}
+    options.update({name: getattr(args, name) for name in FLOW_OPTIONS if getattr(args, name, None) is not None})
     if accepts(method, "seed"):
         options["seed"] = args.seed
     inversion = invert(pipe, image, method=method, prompt=init_prompt, progress=progress, **options)
@@ -195,6 +200,24 @@ def add_mode_option(parser: argparse.ArgumentParser) -> None:
 def add_method_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), help="inversion method (default pti); the others are "
                         "the baselines: their init prompt is the source caption and they edit at eta 1 by default")
+
+
+def add_flow_options(parser: argparse.ArgumentParser) -> None:
+    """The knobs of the flow-only baselines, at their papers' defaults (inversion/rf_inversion.py, flowedit.py)."""
+    group = parser.add_argument_group("flow baselines (SD3, FLUX.1): --method rf_inversion, flowedit")
+    group.add_argument("--gamma", type=float, help="RF-Inversion: forward controller strength toward a fixed noise, "
+                       f"0 (plain flow inversion)..1 (default {GAMMA})")
+    group.add_argument("--eta-rf", type=float, help="RF-Inversion: reverse controller strength toward the image's "
+                       f"latent while editing, 0 (off)..1 (default {ETA})")
+    group.add_argument("--eta-start", type=float, help="RF-Inversion: share of the sampling steps before the reverse "
+                       f"controller starts, 0..1 (default {ETA_START})")
+    group.add_argument("--eta-stop", type=float, help="RF-Inversion: share of the sampling steps after which it "
+                       f"stops, 0..1 (default {ETA_STOP})")
+    group.add_argument("--n-max", type=int, help="FlowEdit: how many of the last --steps steps it runs "
+                       f"(default {N_MAX}, of 50)")
+    group.add_argument("--source-guidance", type=float, help=f"FlowEdit: the source branch's CFG scale (default "
+                       f"{SOURCE_GUIDANCE} where --guidance, the target's, is real CFG: {TARGET_GUIDANCE} on SD3; "
+                       "the same 1 on FLUX.1)")
 
 
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:

@@ -14,9 +14,10 @@ from ...inversion.result import Inversion
 from ...models.fingerprint import pipeline_fingerprint
 from ...outputs import check_outputs, label_grid, result_settings, write_png
 from ..options import check_setting
-from .common import (IMAGES_HELP, add_common_options, add_inversion_options, add_method_option, add_mode_option,
-                     check_method, check_prompt, check_ranges, check_steps, check_suffix, eta_files, eta_name,
-                     model_image, open_model, parse_etas, progress_display, run_inversion, say)
+from .common import (FLOW_OPTIONS, IMAGES_HELP, add_common_options, add_flow_options, add_inversion_options,
+                     add_method_option, add_mode_option, check_method, check_prompt, check_ranges, check_steps,
+                     check_suffix, eta_files, eta_name, model_image, open_model, parse_etas, progress_display,
+                     run_inversion, say)
 
 
 def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, init_prompt: str | None) -> None:
@@ -24,7 +25,8 @@ def check_reusable(inversion: Inversion, path: Path, args: argparse.Namespace, i
     if getattr(args, "method", None) not in (None, inversion.method):
         raise ValueError(f"--method {args.method} differs from the one {path} was made with ({inversion.method}); "
                          "leave it out, or pass a new --inversion file")
-    given = {"steps": args.steps, "guidance": args.guidance, "inner_steps": args.inner_steps, "prompt": init_prompt}
+    given = {"steps": args.steps, "guidance": args.guidance, "inner_steps": args.inner_steps, "prompt": init_prompt,
+             **{name: getattr(args, name) for name in FLOW_OPTIONS}}
     for key, value in given.items():
         if value is not None and inversion.settings.get(key) != value:
             flag = "the init prompt" if key == "prompt" else f"--{key.replace('_', '-')}"
@@ -159,6 +161,7 @@ def add_parser(commands) -> None:
     p.add_argument("--max-batch", type=int, metavar="N", help="at most N etas in one UNet batch; a longer "
                    "sweep runs in chunks (default: all at once)")
     add_method_option(p)
+    add_flow_options(p)
     add_p2p_options(p)
     add_inversion_options(p, with_target=True)
     add_common_options(p)

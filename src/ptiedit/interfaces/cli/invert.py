@@ -5,9 +5,9 @@ import argparse
 
 from ...images import load_image
 from ...outputs import check_outputs
-from .common import (IMAGES_HELP, add_common_options, add_inversion_options, add_method_option, check_method,
-                     check_prompt, check_ranges, check_steps, check_suffix, open_model, progress_display,
-                     run_inversion, say)
+from .common import (IMAGES_HELP, add_common_options, add_flow_options, add_inversion_options, add_method_option,
+                     check_method, check_prompt, check_ranges, check_steps, check_suffix, open_model,
+                     progress_display, run_inversion, say)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +34,7 @@ def add_parser(commands) -> None:
     p.add_argument("input", metavar="INPUT", help="image to invert")
     p.add_argument("-o", "--output", required=True, metavar="INV.safetensors", help="inversion file to write")
     add_method_option(p)
+    add_flow_options(p)
     add_inversion_options(p, with_target=False)
     add_common_options(p)
     p.set_defaults(run=run)
