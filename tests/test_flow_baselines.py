@@ -1,5 +1,7 @@
 """The flow-only baselines, RF-Inversion (Rout et al. 2025) and FlowEdit (Kulikov et al. 2024), in ptiedit's one
 harness (invert + edit, the CLI, the bench) on the tiny seeded SD3 and FLUX.1 pipelines of tests/fixtures."""
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from PIL import Image
 import ptiedit
 from ptiedit.editing.edit import sample_edits
 from ptiedit.evaluation.bench import available_methods, method_specs, runnable
+from ptiedit.interfaces import cli
 from ptiedit.inversion.flowedit import N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
 from ptiedit.inversion.rf_inversion import ETA, ETA_START, ETA_STOP, GAMMA, controller_etas
 
@@ -86,14 +89,30 @@ def test_the_reverse_controller_reconstructs_closer_to_z0(flow, image, z0):
     assert errors[1] < 0.85 * errors[0] and errors[2] < 2e-3, errors
 
 
-def test_flowedit_at_the_source_prompt_and_guidance_returns_the_input_latent(flow, image, z0):
+@pytest.mark.parametrize("n_avg", [1, 3])
+def test_flowedit_at_the_source_prompt_and_guidance_returns_the_input_latent(flow, image, z0, n_avg):
     """V(Z_tar, c) - V(Z_src, c) vanishes: measured largest difference from z0 SD3 1.7e-6, FLUX.1 4e-7."""
     _, pipe = flow
     inversion = ptiedit.invert(pipe, image, method="flowedit", prompt=SOURCE, steps=STEPS, guidance=3.5,
-                               source_guidance=3.5, progress=False)
+                               source_guidance=3.5, n_avg=n_avg, progress=False)
     assert len(inversion.timesteps) == STEPS  # n_max 33 runs all 4 steps
     torch.testing.assert_close(latent(pipe, inversion, SOURCE), z0, rtol=0, atol=1e-5)
     assert error(latent(pipe, inversion, TARGET), z0) > 1e-6  # another prompt moves it
+
+
+def test_flowedit_averages_n_avg_noises_per_step(flow, image):
+    _, pipe = flow
+    family = ptiedit.model_family(pipe)
+    options = dict(prompt=SOURCE, steps=STEPS, progress=False)
+    one = ptiedit.invert(pipe, image, method="flowedit", **options)
+    three = ptiedit.invert(pipe, image, method="flowedit", n_avg=3, **options)
+    torch.testing.assert_close(three.z_T, one.z_T, rtol=0, atol=0)  # the same first noise
+    calls = family.forward_calls
+    edited = latent(pipe, three, TARGET)
+    per_call = 2 if family.default_guidance > 1 else 1  # CFG: two calls a velocity
+    # a step: the sampler's target velocity, one batch of the 3 source ones, one of the 2 further target ones
+    assert family.forward_calls - calls == STEPS * 3 * per_call
+    assert not torch.allclose(edited, latent(pipe, one, TARGET), atol=1e-6)
 
 
 def test_flowedit_with_n_max_zero_keeps_the_input(flow, image, z0):
@@ -142,7 +161,7 @@ def test_bad_options_are_refused(flow, image):
 
 
 @pytest.mark.parametrize("method, knob", [("rf_inversion", ["--gamma", "0.6", "--eta-stop", "0.5"]),
-                                          ("flowedit", ["--n-max", "3", "--source-guidance", "2"])])
+                                          ("flowedit", ["--n-max", "3", "--source-guidance", "2", "--n-avg", "2"])])
 def test_cli_edits_with_each_method_and_its_knobs(capsys, tmp_path, flow, flow_dir, method, knob):
     source, inv = write_image(tmp_path / "input.png"), tmp_path / "inv.safetensors"
     code, _, err = run(capsys, "edit", source, "--target", TARGET, "--init-prompt", SOURCE, "-o", tmp_path / "e.png",
@@ -178,3 +197,14 @@ def test_the_bench_runs_flow_methods_on_flow_models_only(flow):
     assert {s.method for s in kept} == {s.method for s in specs} - {"rf_inversion", "flowedit"}
     with pytest.raises(ValueError, match="rf_inversion: methods of flow-matching models"):
         runnable(method_specs(["ddim", "rf_inversion"], False, None, 0), embedded, named=True)
+
+
+def test_the_bench_runs_the_flow_methods_on_a_flow_folder(flow, flow_dir, tmp_path):
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quiet", "--out", str(out), "--model", str(flow_dir), "--methods",
+                     "rf_inversion,flowedit", "--n", "1", "--steps", "2", "--edit-types", "object_color"]) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["method"], r["edit"].split("=")[0]) for r in rows) == [
+        ("flowedit", "object_color"), ("flowedit", "reconstruction"),
+        ("rf_inversion", "object_color"), ("rf_inversion", "reconstruction")]

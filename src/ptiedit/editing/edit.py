@@ -17,7 +17,7 @@ from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import sample_ddim, schedule_from_timesteps
 from ..diffusion.progress import Progress
 from ..inversion.result import Inversion
-from ..inversion.steps import step_rules
+from ..inversion.steps import Target, step_rules
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
 from .faithful import FaithfulConfig, sample_faithful
@@ -148,7 +148,8 @@ def sample_chunk(pipe, jobs: list[Job], targets: dict[str, Conditioning], device
     # 2. Sample from z*_T with the inversion's guidance scale and timesteps.
     z_T = torch.cat([inv.z_T.to(device, torch.float32) for inv, _, _ in jobs])
     schedule = schedule_from_timesteps(pipe.scheduler, first.timesteps)
-    callback = step_rules(family, [inv for inv, _, _ in jobs], schedule, z_T, callback)  # RF-Inversion, FlowEdit
+    callback = step_rules(family, [inv for inv, _, _ in jobs], schedule, z_T, Target(cond, uncond, first.guidance),
+                          callback)  # RF-Inversion's and FlowEdit's per-step rules, in every mode
     if is_source is None:
         return sample_ddim(family, z_T, schedule, cond, uncond, first.guidance, progress=progress,
                            callback=callback), None

@@ -24,10 +24,10 @@ from ..diffusion.schedule import Schedule
 from .result import Inverted
 from .rf_inversion import check_seed, require_flow, seeded_noise
 
-# The paper's Stable Diffusion 3 settings: 50 steps, n_max 33, CFG 3.5 on the source and 13.5 on the target.
+# The paper's Stable Diffusion 3 settings: 50 steps, n_max 33, n_avg 1, CFG 3.5 on the source, 13.5 on the target.
 # (Its FLUX.1 ones, 28 steps, n_max 24, 1.5 and 5.5, are distilled guidance inputs; ptiedit's FLUX.1 runs at
 # CFG 1 with one distilled guidance for the model: models/families/flow.py.)
-N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE = 33, 3.5, 13.5
+N_MAX, N_AVG, SOURCE_GUIDANCE, TARGET_GUIDANCE = 33, 1, 3.5, 13.5
 
 
 def source_guidance_for(guidance: float) -> float:
@@ -37,17 +37,20 @@ def source_guidance_for(guidance: float) -> float:
 
 @torch.no_grad()
 def flowedit(model, z0: torch.Tensor, schedule: Schedule, *, prompt: Conditioning, null: Conditioning,
-             guidance: float, source_guidance: float | None = None, n_max: int = N_MAX, seed: int = 0,
-             progress: Progress = True) -> Inverted:
+             guidance: float, source_guidance: float | None = None, n_max: int = N_MAX, n_avg: int = N_AVG,
+             seed: int = 0, progress: Progress = True) -> Inverted:
     """FlowEdit's start: X_src at the level of step T - n_max (all T steps when n_max exceeds them; n_max 0 keeps
     X_src as it is), Z_tar = (1 - t) X_src + t N with N the first draw of torch seed `seed`.
 
     guidance: the target branch's CFG scale (invert's default here is TARGET_GUIDANCE where the model has real
     CFG); source_guidance: the source branch's (default source_guidance_for(guidance)); prompt: the source
-    caption (may be empty). The noise of the later steps continues the same seed (flowedit_step)."""
+    caption (may be empty); n_avg: noises averaged per step (each adds a source and a target velocity). The noise
+    of the later steps continues the same seed (flowedit_step)."""
     require_flow(model, schedule, "FlowEdit")
     if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 0:
         raise ValueError(f"n_max must be a whole number of steps, at least 0, got {n_max!r}")
+    if isinstance(n_avg, bool) or not isinstance(n_avg, int) or n_avg < 1:
+        raise ValueError(f"n_avg must be a whole number, at least 1, got {n_avg!r}")
     source_guidance = source_guidance_for(guidance) if source_guidance is None else float(source_guidance)
     if not 0 <= source_guidance <= 50:
         raise ValueError(f"source_guidance must be between 0 and 50, got {source_guidance}")
@@ -60,28 +63,46 @@ def flowedit(model, z0: torch.Tensor, schedule: Schedule, *, prompt: Conditionin
         level = tail.level(0)
         z = level.signal * z0 + level.noise * seeded_noise(z0, torch.Generator().manual_seed(seed))
     stats = {"start_step": start, "seconds": time.perf_counter() - begin}
-    sampling = {"source_guidance": source_guidance, "seed": seed}
+    sampling = {"source_guidance": source_guidance, "n_avg": n_avg, "seed": seed}
     return Inverted(z, prompt, null, stats, timesteps=tail.timesteps, z0=z0, sampling=sampling)
 
 
-def flowedit_step(model, inversion, schedule: Schedule, rows: int):
+def flowedit_step(model, inversion, schedule: Schedule, rows: list[int], target):
     """Algorithm 1's update after the sampler's Euler step z -> z_next = Z_tar + (t' - t) V(Z_tar, c_tar) at the
-    levels of steps i and i + 1: Z_FE' = z_next - t (N - X_src) - (t' - t) V(Z_src, c_src), returned as the next
-    step's Z_tar = Z_FE' + t' (N' - X_src) (Z_FE' itself after the last step). The source velocity is the
-    inversion's prompt under source_guidance, on the same noise N for all `rows` rows of the inversion."""
+    levels of steps i and i + 1, Z_tar = Z_FE + t (N - X_src):
+
+    Z_FE' = Z_FE + (t' - t) mean_k (V(Z_tar^k, c_tar) - V(Z_src^k, c_src)) over n_avg noises N^k, the first the
+    sampler's N (its velocity is (z_next - z) / (t' - t)), the others drawn now; returned as the next step's
+    Z_tar = Z_FE' + t' (N' - X_src) (Z_FE' itself after the last step). The source velocity is the inversion's
+    prompt under source_guidance, the target one the rows' `target` (steps.Target); every row of the inversion
+    shares the noises, which continue the seed the inversion drew its first from. Returns rule(i, z, z_next)."""
     generator = torch.Generator().manual_seed(inversion.sampling["seed"])
-    x_src = inversion.z0
+    n_avg, source_guidance = inversion.sampling["n_avg"], inversion.sampling["source_guidance"]
+    x_src, cond_src, uncond_src = inversion.z0, inversion.cond, inversion.uncond
     state = {"noise": seeded_noise(x_src, generator)}
-    cond, uncond = inversion.cond, inversion.uncond
 
     def rule(i: int, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
-        x, noise = x_src.to(z.device, z.dtype), state["noise"].to(z.device, z.dtype)
+        x, t = x_src.to(z.device, z.dtype), schedule.timesteps[i]
         level, level_next = schedule.level(i), schedule.level(i + 1)
-        z_src = (level.signal * x + level.noise * noise).expand(rows, *x.shape[1:])
-        prediction = guided_prediction(model, z_src, schedule.timesteps[i], cond.to(z.device, z.dtype),
-                                       uncond.to(z.device, z.dtype), inversion.sampling["source_guidance"])
-        v_src = prediction.eps - prediction.x0
-        z_fe = z_next - level.noise * (noise - x) - (level_next.noise - level.noise) * v_src
-        state["noise"] = seeded_noise(x_src, generator)
-        return z_fe + level_next.noise * (state["noise"].to(z.device, z.dtype) - x)
+        noises = [state["noise"].to(x)] + [seeded_noise(x, generator) for _ in range(n_avg - 1)]
+        z_fe = z - level.noise * (noises[0] - x)
+        z_src = torch.cat([level.signal * x + level.noise * noise for noise in noises])
+        v_src = velocity(model, z_src, t, cond_src.to(z.device), uncond_src.to(z.device), source_guidance).sum(0)
+        v_tar = torch.zeros_like(z)
+        if n_avg > 1:
+            cond, uncond = target.rows(i, rows)
+            z_tar = torch.cat([z_fe + level.noise * (noise - x) for noise in noises[1:]])
+            repeat = n_avg - 1
+            v_tar = velocity(model, z_tar, t, Conditioning.cat([cond] * repeat), Conditioning.cat([uncond] * repeat),
+                             target.guidance).view(repeat, *z.shape).sum(0)
+        d_sigma = level_next.noise - level.noise
+        z_fe = z_fe + ((z_next - z) + d_sigma * (v_tar - v_src)) / n_avg
+        state["noise"] = seeded_noise(x, generator)
+        return z_fe + level_next.noise * (state["noise"] - x)
     return rule
+
+
+def velocity(model, z: torch.Tensor, t, cond: Conditioning, uncond: Conditioning, guidance: float) -> torch.Tensor:
+    """The guided velocity v = eps - x0 at z."""
+    prediction = guided_prediction(model, z, t, cond, uncond, guidance)
+    return prediction.eps - prediction.x0

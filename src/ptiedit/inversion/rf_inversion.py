@@ -85,10 +85,10 @@ def controller_etas(sampling: dict, steps: int) -> list[float]:
     return [sampling["eta_rf"] if start <= i < stop else 0.0 for i in range(steps)]
 
 
-def reverse_controller(model, inversion, schedule: Schedule, rows: int):
+def reverse_controller(model, inversion, schedule: Schedule, rows: list[int], target):
     """Algorithm 2's controller as a correction of the sampler's plain Euler step z -> z_next (levels i, i + 1):
     z + dsigma v_hat = z_next + eta_t (line - z_next), line = y0 + (sigma' / sigma) (z - y0), the step along
-    u(z | y0). Returns rule(i, z, z_next) for the inversion's `rows` rows of a batch."""
+    u(z | y0). Returns rule(i, z, z_next) for the inversion's rows of a batch (steps.step_rules)."""
     y0, etas = inversion.z0, controller_etas(inversion.sampling, len(schedule))
 
     def rule(i: int, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,12 @@ after each step the rows of such inversions are corrected, then the caller's cal
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import callback_latents
 from ..diffusion.schedule import Schedule
 from .flowedit import flowedit_step
@@ -19,10 +21,25 @@ from .rf_inversion import reverse_controller
 RULES = {"rf_inversion": reverse_controller, "flowedit": flowedit_step}
 
 
-def step_rules(model, inversions: list, schedule: Schedule, z_T: torch.Tensor,
+@dataclass(frozen=True)
+class Target:
+    """What the sampler steps a batch's rows with: cond and uncond (per step or not) and the guidance scale."""
+
+    cond: Conditioning
+    uncond: Conditioning
+    guidance: float
+
+    def rows(self, i: int, members: list[int]) -> tuple[Conditioning, Conditioning]:
+        """cond and uncond of sampling step i for the given rows."""
+        index = torch.tensor(members)
+        return self.cond.at_step(i).items(index), self.uncond.at_step(i).items(index)
+
+
+def step_rules(model, inversions: list, schedule: Schedule, z_T: torch.Tensor, target: Target,
                callback: Callable[[int, torch.Tensor], dict | None] | None = None):
-    """A sampler callback(i, z) for a batch whose row b samples inversions[b] from z_T[b]: each rule gets
-    (i, its rows before the step, after it) and returns the corrected rows; `callback` then sees every row."""
+    """A sampler callback(i, z) for a batch whose row b samples inversions[b] from z_T[b] with `target`: each
+    rule gets (i, its rows before the step, after it) and returns the corrected rows; `callback` then sees every
+    row."""
     rows: dict[int, list[int]] = {}
     for b, inversion in enumerate(inversions):
         if inversion.sampling and inversion.method in RULES:
@@ -30,7 +47,7 @@ def step_rules(model, inversions: list, schedule: Schedule, z_T: torch.Tensor,
     if not rows:
         return callback
     by_id = {id(inversion): inversion for inversion in inversions}
-    rules = [(members, RULES[by_id[key].method](model, by_id[key], schedule, len(members)))
+    rules = [(members, RULES[by_id[key].method](model, by_id[key], schedule, members, target))
              for key, members in rows.items()]
     state = {"z": z_T}
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ...devices import DEVICES
 from ...editing.edit import DEFAULT_MODE, MODES
 from ...images import MAX_PIXELS
-from ...inversion.flowedit import N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
+from ...inversion.flowedit import N_AVG, N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
 from ...inversion.invert import METHODS, default_guidance, invert
 from ...inversion.rf_inversion import ETA, ETA_START, ETA_STOP, GAMMA
 from ...inversion.result import Inversion
@@ -25,7 +25,7 @@ from ..options import DEFAULTS as SETTING_DEFAULTS
 from ..options import INVERSION_SETTINGS, RANGES, check_setting
 
 DEFAULTS = {name: SETTING_DEFAULTS[name] for name in INVERSION_SETTINGS}
-FLOW_OPTIONS = ("gamma", "eta_rf", "eta_start", "eta_stop", "n_max", "source_guidance")  # add_flow_options
+FLOW_OPTIONS = ("gamma", "eta_rf", "eta_start", "eta_stop", "n_max", "n_avg", "source_guidance")  # add_flow_options
 
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
@@ -215,6 +215,7 @@ def add_flow_options(parser: argparse.ArgumentParser) -> None:
                        f"stops, 0..1 (default {ETA_STOP})")
     group.add_argument("--n-max", type=int, help="FlowEdit: how many of the last --steps steps it runs "
                        f"(default {N_MAX}, of 50)")
+    group.add_argument("--n-avg", type=int, help=f"FlowEdit: noises averaged per step (default {N_AVG})")
     group.add_argument("--source-guidance", type=float, help=f"FlowEdit: the source branch's CFG scale (default "
                        f"{SOURCE_GUIDANCE} where --guidance, the target's, is real CFG: {TARGET_GUIDANCE} on SD3; "
                        "the same 1 on FLUX.1)")
@@ -226,7 +227,8 @@ def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) ->
     group.add_argument("--steps", type=int, help=f"DDIM steps, {steps_low} up to the scheduler's training timesteps "
                        f"(at most {steps_high}; default {DEFAULTS['steps']})")
     group.add_argument("--guidance", type=float, help=f"classifier-free guidance scale, {low}..{high} "
-                       f"(default: the model's, {DEFAULTS['guidance']} on SD/SDXL, 7 on SD3, 1 on FLUX.1)")
+                       f"(default: the model's, {DEFAULTS['guidance']} on SD/SDXL, 7 on SD3, 1 on FLUX.1; "
+                       f"--method flowedit: {TARGET_GUIDANCE} on SD3)")
     group.add_argument("--inner-steps", type=int, help=f"Adam steps tuning c_t at each step, {inner_low}..{inner_high} "
                        f"(default {DEFAULTS['inner_steps']})")
     init = group.add_mutually_exclusive_group() if with_target else group
