@@ -68,6 +68,17 @@ def test_faithful_mode_with_prompt_to_prompt_keeps_its_attention_processors(tiny
     assert all(tiny_pipe.unet.attn_processors[name] is p for name, p in before.items())
 
 
+def test_the_mask_joins_the_trajectory_map_and_the_diffedit_map(tiny_pipe, inversions):
+    job = [(inversions[1], "a big blue square", 1.0)]
+    masks = {name: sample_edits(tiny_pipe, job, progress=False, faithful=config)[0].mask
+             for name, config in {"both": FaithfulConfig(),
+                                  "trajectory": FaithfulConfig(diffedit_threshold=1.0),
+                                  "diffedit": FaithfulConfig(threshold=1.0)}.items()}
+    assert masks["trajectory"].sum() > 0 and masks["diffedit"].sum() > 0
+    assert torch.equal(masks["both"], torch.maximum(masks["trajectory"], masks["diffedit"]))
+    assert not torch.equal(masks["trajectory"], masks["diffedit"])
+
+
 def test_edit_mask_thresholds_the_normalised_difference():
     difference = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
     assert edit_mask(difference, 0.45).tolist() == [[[[0.0, 0.0], [1.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]
@@ -78,3 +89,5 @@ def test_bad_settings_are_refused(tiny_pipe, inversions):
         ptiedit.edit(tiny_pipe, inversions[0], TARGET, 1.0, progress=False, mode="fast")
     with pytest.raises(ValueError, match="threshold"):
         FaithfulConfig(threshold=1.5)
+    with pytest.raises(ValueError, match="diffedit_threshold"):
+        FaithfulConfig(diffedit_threshold=-0.1)

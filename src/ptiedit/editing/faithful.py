@@ -1,9 +1,11 @@
 """Faithful edits: stage 2 with an automatic edit mask and latent blending against the reconstruction.
 
 Each inversion samples a reconstruction branch (eta = 0: its own c_t) beside its edits, in one batch. For the first
-`mask_steps` of the steps (the noisiest), every edit accumulates where its guided noise prediction differs from
-the reconstruction's (DiffEdit's idea, Couairon et al. 2023, with PTI's c_t in place of a source caption); the
-normalised map, thresholded, is the edit mask. From then on, outside the mask each step's latent is the
+`mask_steps` of the steps (the noisiest), every edit accumulates two maps of where its guided noise prediction
+differs from the reconstruction's: along the trajectories (the edit at its own latent), which finds what an object
+edit changes, and at the reconstruction's latent (DiffEdit, Couairon et al. 2023, with PTI's c_t in place of a
+source caption), which spreads evenly over a region and so finds a whole background. Each map is normalised to its
+maximum and thresholded; the edit mask is their union. From then on, outside the mask each step's latent is the
 reconstruction branch's (Blended Latent Diffusion, Avrahami et al. 2023; P2P's local blend), so the unedited region
 keeps the reconstruction's fidelity. Optionally the edits take the reconstruction's self-attention for the first
 `self_replace` of the steps (P2P's self-attention injection, editing/p2p.py), which keeps shapes and layout.
@@ -21,16 +23,18 @@ from ..diffusion.progress import Progress, track
 
 @dataclass(frozen=True)
 class FaithfulConfig:
-    """mask_steps: fraction of the steps (the noisiest) whose prediction differences make the mask; threshold:
-    of the difference map normalised to its maximum; self_replace: fraction of the steps the edits take the
-    reconstruction's self-attention. Defaults decided on the textured-world bench (README, "Faithful edits")."""
+    """mask_steps: fraction of the steps (the noisiest) whose prediction differences make the mask; threshold and
+    diffedit_threshold: of the trajectory map and of the DiffEdit map, each normalised to its maximum (1 leaves a
+    map out); self_replace: fraction of the steps the edits take the reconstruction's self-attention. Defaults
+    decided on both worlds of the bench (README, "Faithful edits")."""
 
     mask_steps: float = 0.2
     threshold: float = 0.45
+    diffedit_threshold: float = 0.35
     self_replace: float = 0.3
 
     def __post_init__(self):
-        for name in ("mask_steps", "threshold", "self_replace"):
+        for name in ("mask_steps", "threshold", "diffedit_threshold", "self_replace"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -50,20 +54,30 @@ def sample_faithful(model, z: torch.Tensor, schedule: Schedule, cond: Conditioni
     source[b] is the row of b's reconstruction branch (source[b] == b for a reconstruction row, whose mask is 0).
     callback(i, z): as sample_ddim's, after each step's blending.
     control: the P2P AttentionReplace that injects the reconstruction's attention (installed by the caller). The
-    branches run as one batch [uncond; cond]: one UNet call per step, which is also the fastest on a CPU."""
+    branches run as one batch [uncond; cond]: one UNet call per step, which is also the fastest on a CPU. While the
+    mask is made, the batch starts with every row's DiffEdit probe (its conditioning at its reconstruction's
+    latent); the attention control edits only the batch's last rows, so the probes run uncontrolled."""
     T = len(schedule)
     mask_until = max(1, round(config.mask_steps * T))
-    difference = torch.zeros(len(z), 1, *z.shape[-2:], device=z.device)
+    trajectory = torch.zeros(len(z), 1, *z.shape[-2:], device=z.device)
+    diffedit = torch.zeros_like(trajectory)
     mask = None
     for i in track(range(T), T, progress, "DDIM sampling (faithful)"):
-        prediction = guided_prediction(model, z, schedule.timesteps[i], cond.at_step(i), uncond.at_step(i),
-                                       guidance, fused=True)
+        c, u = cond.at_step(i), uncond.at_step(i)
+        if i < mask_until:
+            both = guided_prediction(model, torch.cat([z[source], z]), schedule.timesteps[i], Conditioning.cat([c, c]),
+                                     Conditioning.cat([u, u]), guidance, fused=True)
+            probe, prediction = both.chunk(2)
+        else:
+            prediction = guided_prediction(model, z, schedule.timesteps[i], c, u, guidance, fused=True)
         z = ddim_step(prediction, schedule.level(i + 1))
         if i < mask_until:
             eps = prediction.eps
-            difference += (eps - eps[source]).abs().mean(1, keepdim=True)
+            trajectory += (eps - eps[source]).abs().mean(1, keepdim=True)
+            diffedit += (probe.eps - eps[source]).abs().mean(1, keepdim=True)
             if i + 1 == mask_until:
-                mask = edit_mask(difference, config.threshold)
+                mask = torch.maximum(edit_mask(trajectory, config.threshold),
+                                     edit_mask(diffedit, config.diffedit_threshold))
         if mask is not None:  # outside the mask, the reconstruction's latent
             z = z[source] + mask * (z - z[source])
         if control is not None:
