@@ -8,7 +8,8 @@ holds 34), one PTI inversion is edited at the default eta in both modes. Per mod
   found. The finder's blob of a 64-px render drops antialiased edge pixels, so against the render's own mask even
   the ground truth scores below 1 ("shape_iou_ceiling_vs_render_mask" reports by how much);
 - the automatic mask's IoU with the ground-truth edit mask (faithful mode; the mask upsampled to pixels).
-Time: stage-2 sampling alone (no decoding), one image at a time, both modes interleaved within each repeat, the
+Time: stage-2 sampling alone (no decoding), and the whole edit (ptiedit.edit: sampling, decoding and, faithful,
+the paste onto the decoded reconstruction), one image at a time, both modes interleaved within each repeat, the
 median of --repeats; the machine may be shared, so compare only figures from one run.
 
 It also draws a grid of the first --grid-rows scenes: input | automatic mask | paper mode | faithful mode.
@@ -79,22 +80,26 @@ def main() -> None:
                 rows[mode]["mask_iou"].append(iou(np.asarray(mask) > 127, edit.edited))
         if len(grid) < args.grid_rows:
             grid.append([case.image, shown["faithful mask"].convert("RGB"), shown["paper"], shown["faithful"]])
-    seconds = {mode: [] for mode in MODES}
+    seconds = {(mode, part): [] for mode in MODES for part in ("sampling", "edit")}
     jobs = [(inversion, case.edits[0].target_prompt, DEFAULT_ETA) for case, inversion in zip(cases, inversions)]
     for repeat in range(args.repeats):
         for mode in (MODES if repeat % 2 == 0 else MODES[::-1]):
-            start = time.perf_counter()
-            for job in jobs:
-                sample_edits(pipe, [job], progress=False, mode=mode)
-            seconds[mode].append((time.perf_counter() - start) / len(jobs))
+            for part, run in (("sampling", lambda job: sample_edits(pipe, [job], progress=False, mode=mode)),
+                              ("edit", lambda job: ptiedit.edit(pipe, *job, progress=False, mode=mode))):
+                start = time.perf_counter()
+                for job in jobs:
+                    run(job)
+                seconds[mode, part].append((time.perf_counter() - start) / len(jobs))
     report = {"scenes": len(cases), "eta": DEFAULT_ETA, "threads": args.threads, "repeats": args.repeats,
               "shape_iou_ceiling_vs_render_mask": float(np.mean(ceiling))}
     for mode in MODES:
         report[mode] = {name: float(np.mean(values)) for name, values in rows[mode].items() if values}
         report[mode]["shape_iou_min"] = float(np.min(rows[mode]["shape_iou"]))
-        report[mode]["sampling_s_per_image"] = statistics.median(seconds[mode])
-    report["faithful_over_paper_time"] = (report["faithful"]["sampling_s_per_image"]
-                                          / report["paper"]["sampling_s_per_image"])
+        for part in ("sampling", "edit"):
+            report[mode][f"{part}_s_per_image"] = statistics.median(seconds[mode, part])
+    for part in ("sampling", "edit"):
+        report[f"faithful_over_paper_{part}_time"] = (report["faithful"][f"{part}_s_per_image"]
+                                                      / report["paper"][f"{part}_s_per_image"])
     text = json.dumps(report, indent=1)
     print(text)
     if args.grid:

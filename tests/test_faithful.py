@@ -1,6 +1,8 @@
 """Faithful edits (editing/faithful.py) on the tiny random-weight models: replay, blending, batching."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,24 @@ def test_bad_settings_are_refused(tiny_pipe, inversions):
         FaithfulConfig(threshold=1.5)
     with pytest.raises(ValueError, match="diffedit_threshold"):
         FaithfulConfig(diffedit_threshold=-0.1)
+
+
+def test_decoded_edits_are_the_decoded_reconstruction_outside_the_grown_mask(tiny_pipe, inversions):
+    family = ptiedit.model_family(tiny_pipe)
+    inversion = inversions[0]
+    # a small mask on the tiny model; half a cell (1 px) of growth and the bilinear edge reach one cell beyond it
+    config = FaithfulConfig(threshold=0.7, diffedit_threshold=1.0, composite_border=0.5)
+    pasted = ptiedit.edit(tiny_pipe, inversion, TARGET, 1.0, progress=False, faithful=config)
+    bare = ptiedit.edit(tiny_pipe, inversion, TARGET, 1.0, progress=False,
+                        faithful=replace(config, composite_border=None))
+    [sample] = sample_edits(tiny_pipe, [(inversion, TARGET, 1.0)], progress=False, faithful=config)
+    reconstruction = np.asarray(family.decode_latents(inversion.reconstruction)[0], dtype=np.int16)
+    pasted, bare = np.asarray(pasted, dtype=np.int16), np.asarray(bare, dtype=np.int16)
+    scale = pasted.shape[0] // sample.mask.shape[-1]
+    grown = torch.nn.functional.max_pool2d(sample.mask, 3, 1, 1)  # one latent cell beyond the border
+    outside = grown[0, 0].repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy() == 0
+    inside = sample.mask[0, 0].repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy() == 1
+    assert outside.any() and inside.any()
+    assert np.abs(pasted - reconstruction).max(-1)[outside].max() <= 1  # 8-bit rounding of the blend
+    assert np.abs(bare - reconstruction).max(-1)[outside].max() > 1  # the VAE mixes the edit across the border
+    assert np.abs(pasted - reconstruction).max(-1)[inside].max() > 1  # the edit is kept inside

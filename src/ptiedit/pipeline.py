@@ -19,10 +19,12 @@ import torch
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from .editing.edit import DEFAULT_ETA, DEFAULT_MODE, EditSample, check_etas, mask_image, sample_edits
+from .editing.edit import (DEFAULT_ETA, DEFAULT_MODE, EditSample, check_etas, decode_samples, mask_image,
+                           sample_edits)
 from .images import load_image, to_rgb
 from .inversion.invert import invert as invert_images
 from .inversion.result import Inversion
+from .models.families.base import pil_images
 from .models.family import family_of_index, model_family
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -207,6 +209,8 @@ class PTIPipeline:
         inversion's. callback_on_step_end(pipe, step, timestep, callback_kwargs) runs after each step of each
         UNet batch with callback_kwargs["latents"] (that batch's edits); a dict it returns with "latents"
         replaces them. p2p, faithful, max_batch, allow_extrapolation, allow_changed_weights: as ptiedit.edit.
+        output_type "latent" gives the sampled latents: faithful mode's paste onto the decoded reconstruction
+        (FaithfulConfig.composite_border) happens on pixels, so pipe.decode of them is the edit without it.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; choose from {', '.join(OUTPUT_TYPES)}")
@@ -240,7 +244,7 @@ class PTIPipeline:
         with self.running():
             samples = sample_edits(self.pipeline, jobs, progress=self.progress, mode=mode, p2p=p2p, faithful=faithful,
                                    max_batch=max_batch, allow_changed_weights=allow_changed_weights, callback=step)
-            images, masks = self.postprocess(samples, output_type)
+            images, masks = self.postprocess(samples, output_type, max_batch)
         return PTIPipelineOutput(images=images, masks=masks) if return_dict else (images, masks)
 
     def step_callback(self, callback, tensor_inputs: Sequence[str]):
@@ -262,16 +266,17 @@ class PTIPipeline:
             return callback(self, i, timestep, {name: latents for name in tensor_inputs})
         return step
 
-    def postprocess(self, samples: list[EditSample], output_type: str):
-        """Images and masks of the samples in output_type (one decode per sample: sizes may differ)."""
+    def postprocess(self, samples: list[EditSample], output_type: str, max_batch: int | None = None):
+        """Images and masks of the samples in output_type (edit.decode_samples, in VAE batches of up to max_batch)."""
         family = model_family(self.pipeline)
         faithful = samples[0].mask is not None
         if output_type == "latent":
             return torch.cat([s.latent for s in samples]), torch.cat([s.mask for s in samples]) if faithful else None
+        decoded = decode_samples(family, samples, max_batch)  # (1, 3, H, W) each, in [0, 1]
         if output_type == "pil":
-            images = [family.decode_latents(s.latent)[0] for s in samples]
+            images = [pil_images(pixels)[0] for pixels in decoded]
             return images, [mask_image(s.mask, im.size) for s, im in zip(samples, images)] if faithful else None
-        pixels = torch.cat([family.decode_pixels(s.latent) for s in samples])  # (B, 3, H, W) in [0, 1]
+        pixels = torch.cat(decoded)
         masks = None
         if faithful:
             factor = pixels.shape[-1] // samples[0].latent.shape[-1]
@@ -282,5 +287,6 @@ class PTIPipeline:
                 masks.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) if faithful else None)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (output_type="latent") to float images (B, 3, H, W) in [0, 1], as output_type="pt" gives them."""
+        """Latents (output_type="latent") to float images (B, 3, H, W) in [0, 1], as output_type="pt" gives them in
+        paper mode or faithful mode without the paste (FaithfulConfig(composite_border=None))."""
         return model_family(self.pipeline).decode_pixels(z)

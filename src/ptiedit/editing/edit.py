@@ -18,9 +18,10 @@ from ..diffusion.ddim import sample_ddim, schedule_from_timesteps
 from ..diffusion.progress import Progress
 from ..inversion.result import Inversion
 from ..inversion.steps import Target, step_rules
+from ..models.families.base import pil_images
 from ..models.family import model_family
 from ..models.fingerprint import pipeline_fingerprint
-from .faithful import FaithfulConfig, sample_faithful
+from .faithful import FaithfulConfig, composite, sample_faithful
 from .p2p import AttentionReplace, P2PConfig, attention_control, token_alignment
 
 DEFAULT_ETA = 0.9  # decided on the textured-world bench (README, "PTI's defaults")
@@ -48,9 +49,13 @@ def batch_key(inversion: Inversion) -> tuple:
 
 @dataclass
 class EditSample:
-    """One sampled edit: its latent (1, C, h, w) and, in faithful mode, its edit mask (1, 1, h, w) in {0, 1}."""
+    """One sampled edit: its latent (1, C, h, w) and, in faithful mode, its edit mask (1, 1, h, w) in {0, 1}, and
+    the latent of its reconstruction branch where the decoded edit is pasted onto it through the mask grown by
+    `border` latent cells (faithful.composite; decode_samples)."""
     latent: torch.Tensor
     mask: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None
+    border: float = 0.0
 
 
 def check_mode(mode: str) -> None:
@@ -112,12 +117,35 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
                                           None if callback is None else step_callback(
                                               callback, picked[0][0].timesteps,
                                               [b for b, j in enumerate(rows) if j is not None]))
+            paste = masks is not None and faithful.composite_border is not None
             for b, j in enumerate(rows):
-                if j is not None:
-                    mask = masks[b:b + 1] if masks is not None else (
-                        torch.zeros_like(latents[b:b + 1, :1]) if faithful is not None else None)
-                    out[j] = EditSample(latents[b:b + 1], mask)
+                if j is None:
+                    reconstruction = latents[b:b + 1] if paste else None  # shared by its edits: decoded once
+                    continue
+                mask = masks[b:b + 1] if masks is not None else (
+                    torch.zeros_like(latents[b:b + 1, :1]) if faithful is not None else None)
+                out[j] = EditSample(latents[b:b + 1], mask, reconstruction if paste else None,
+                                    faithful.composite_border if paste else 0.0)
     return out
+
+
+def decode_samples(family, samples: list[EditSample], max_batch: int | None = None) -> list[torch.Tensor]:
+    """Each sample's image (1, 3, H, W) in [0, 1]: the latents of one shape decoded in batches of up to max_batch,
+    each reconstruction once; a sample with a reconstruction is pasted onto it (faithful.composite)."""
+    latents: dict[int, torch.Tensor] = {}
+    for s in samples:
+        for z in (s.latent, s.reconstruction):
+            if z is not None:
+                latents.setdefault(id(z), z)
+    by_shape: dict[tuple, list[int]] = {}
+    for key, z in latents.items():
+        by_shape.setdefault(tuple(z.shape), []).append(key)
+    pixels = {}
+    for keys in by_shape.values():
+        for part in chunks(keys, max_batch):
+            pixels.update(zip(part, family.decode_pixels(torch.cat([latents[k] for k in part])).split(1)))
+    return [pixels[id(s.latent)] if s.reconstruction is None else
+            composite(pixels[id(s.latent)], pixels[id(s.reconstruction)], s.mask, s.border) for s in samples]
 
 
 def step_callback(callback, timesteps: torch.Tensor, rows: list[int]):
@@ -225,8 +253,7 @@ def edit(pipe, inversion: Inversion | Sequence[Inversion], target_prompt: str | 
     jobs = [(inv, target, e) for inv, target in zip(inversions, targets) for e in etas]
     samples = sample_edits(pipe, jobs, progress=progress, mode=mode, p2p=p2p, faithful=faithful, max_batch=max_batch,
                            allow_changed_weights=allow_changed_weights)
-    family = model_family(pipe)
-    images = [family.decode_latents(s.latent)[0] for s in samples]  # one at a time: items may differ in size
+    images = [pil_images(pixels)[0] for pixels in decode_samples(model_family(pipe), samples, max_batch)]
 
     def shaped(items: list):
         per_item = chunks(items, len(etas))

@@ -18,9 +18,10 @@ from typing import Iterator
 
 import torch
 
-from ..editing.edit import sample_edits
+from ..editing.edit import EditSample, decode_samples, sample_edits
 from ..editing.p2p import P2PConfig
 from ..inversion.invert import invert
+from ..models.families.base import pil_images
 from ..models.family import model_family
 from .metrics import LearnedMetrics, compare, psnr
 from .report import RECONSTRUCTION, image_path
@@ -133,14 +134,14 @@ class Runner:
             self.cache.update({k: (inversion, seconds) for k, inversion in zip(keys, inversions)})
 
     # Edits ------------------------------------------------------------------------------------------------------
-    def sample(self, group: list[tuple[Case, Job]]) -> list[tuple[torch.Tensor, float]]:
-        """(edited latents, seconds share) per job: one batched call for the edits without attention control, one
+    def sample(self, group: list[tuple[Case, Job]]) -> list[tuple[EditSample, float]]:
+        """(edit sample, seconds share) per job: one batched call for the edits without attention control, one
         for the Prompt-to-Prompt ones (their settings share each image's source branch). An edit the chunk has
         sampled already (a P2P spec's reconstruction is its base method's) is reused with its time."""
         spec = group[0][1].spec
         calls: dict[bool, list[tuple[int, tuple, P2PConfig | None, tuple]]] = {False: [], True: []}
         mode = spec.mode
-        out: list[tuple[torch.Tensor, float] | None] = [None] * len(group)
+        out: list[tuple[EditSample, float] | None] = [None] * len(group)
         for index, (case, job) in enumerate(group):
             key = self.inversion_key(case, job)
             inversion, config = self.cache[key][0], None
@@ -164,27 +165,20 @@ class Runner:
                                    max_batch=self.batch_size)
             seconds = (time.perf_counter() - start) / len(members)
             for (index, _, _, sample_key), sample in zip(members, samples):
-                out[index] = self.sampled[sample_key] = (sample.latent, seconds)
+                out[index] = self.sampled[sample_key] = (sample, seconds)
         return out
 
-    def decode(self, latents: list[torch.Tensor]) -> tuple[list, float]:
-        """Images of the latents, decoded in batches of equal shape, and the seconds per image."""
-        start, images = time.perf_counter(), [None] * len(latents)
-        shapes: dict[tuple, list[int]] = {}
-        for index, z in enumerate(latents):
-            shapes.setdefault(tuple(z.shape), []).append(index)
-        for members in shapes.values():
-            for lo in range(0, len(members), self.batch_size):
-                part = members[lo:lo + self.batch_size]
-                for index, image in zip(part, self.family.decode_latents(torch.cat([latents[i] for i in part]))):
-                    images[index] = image
-        return images, (time.perf_counter() - start) / max(len(latents), 1)
+    def decode(self, samples: list[EditSample]) -> tuple[list, float]:
+        """Images of the samples (edit.decode_samples, in batches of batch_size), and the seconds per image."""
+        start = time.perf_counter()
+        images = [pil_images(pixels)[0] for pixels in decode_samples(self.family, samples, self.batch_size)]
+        return images, (time.perf_counter() - start) / max(len(samples), 1)
 
     # Rows -------------------------------------------------------------------------------------------------------
     def run_group(self, group: list[tuple[Case, Job]]) -> Iterator[dict]:
         self.invert_all(group)
         sampled = self.sample(group)
-        outputs, decode_seconds = self.decode([z for z, _ in sampled])
+        outputs, decode_seconds = self.decode([sample for sample, _ in sampled])
         for (case, job), (_, edit_seconds), output in zip(group, sampled, outputs):
             inversion, invert_seconds = self.cache[self.inversion_key(case, job)]
             edit, spec = job.edit, job.spec

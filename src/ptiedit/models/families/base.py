@@ -142,5 +142,9 @@ class Family:
 
     def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
         """Decode latents (B, C, h, w) to RGB images (decode_pixels, rounded to 8 bits)."""
-        pixels = (self.decode_pixels(z) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(p) for p in pixels]
+        return pil_images(self.decode_pixels(z))
+
+
+def pil_images(pixels: torch.Tensor) -> list[Image.Image]:
+    """Float images (B, 3, H, W) in [0, 1] as 8-bit RGB images."""
+    return [Image.fromarray(p) for p in (pixels * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()]
