@@ -16,9 +16,10 @@ from PIL import Image
 from ptiedit import invert
 from ptiedit.interfaces import batch, cli
 from ptiedit.inversion.result import Inversion
+from ptiedit.models.random_weights import random_pipeline
 from ptiedit.outputs import read_png_settings
 
-from .conftest import build_tiny_pipeline
+from .conftest import FIXTURES, build_tiny_pipeline
 
 FAST = ["--steps", "2", "--inner-steps", "1"]
 SRC = Path(__file__).parents[1] / "src"
@@ -168,6 +169,23 @@ def test_rows_are_inverted_in_batches_of_distinct_sources(capsys, images, model,
     assert code == 0, err
     # sources (image, init prompt): (0, star 0), (1, star 1), (0, star 2), (1, star 0), (0, star 1)
     assert calls == [["a star 0", "a star 1", "a star 2", "a star 0"], ["a star 1"]]
+
+
+@pytest.mark.parametrize("family, guidance", [("flux", 1.0), ("sd3", 7.0)])
+def test_a_row_without_guidance_inverts_at_the_models_guidance(capsys, images, tmp_path_factory, family, guidance):
+    """No guidance column or --guidance: invert()'s default, the family's (FLUX.1 is guidance-distilled: 1); a row's
+    own guidance still wins."""
+    folder = tmp_path_factory.mktemp(f"{family}-batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        random_pipeline(FIXTURES / f"{family}-tiny", seed=0).save_pretrained(folder, safe_serialization=True)
+    rows = [{"image": "img0.png", "target": "a star"}, {"image": "img0.png", "target": "a star", "guidance": 2}]
+    code, _, err = run(capsys, "batch", write_jsonl(images, rows), "--out", images / "out", "--model", folder, *FAST,
+                       "--quiet", "--save-inversions")
+    assert code == 0, err
+    for row, expected in (("row00000", guidance), ("row00001", 2.0)):
+        assert Inversion.load(images / "out" / f"{row}.safetensors").guidance == expected
+        assert read_png_settings(images / "out" / f"{row}.png")["guidance"] == expected
 
 
 @pytest.mark.parametrize("name, text, phrases", [

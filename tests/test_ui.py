@@ -201,6 +201,27 @@ def test_the_seed_box_seeds_the_inversion_and_is_recorded(tmp_path, tiny_pipe, m
     assert drawn == recorded == seeds[-1] and RANGES["seed"][0] <= drawn <= RANGES["seed"][1] and len(seeds) == 3
 
 
+def test_guidance_defaults_to_the_models_own(tmp_path, tiny_pipe):
+    """The slider starts at the family's guidance (invert()'s default: FLUX.1 is guidance-distilled, 1), and an API
+    call without one inverts at it."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'ptiedit[ui]')")
+    from ptiedit.interfaces.ui import Session
+
+    from .test_flow import tiny_flow
+
+    assert check_request("a star", 0.5, 2, None, 1, 0)["guidance"] is None
+    flux = tiny_flow("flux")
+    for name, pipe, guidance in (("sd", tiny_pipe, 7.5), ("flux", flux, 1.0)):
+        sliders = {c.get("elem_id"): c for c in page_components(pipe, tmp_path / name)}
+        assert sliders["guidance"]["value"] == guidance, name
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(image)
+    updates = list(edit_handler(flux, tmp_path / "app")(str(image), "a red circle", 0.5, "paper", "", 2, None, 1, 0,
+                                                        False, None))
+    session = next(v for v in updates[-1].values() if isinstance(v, Session))
+    assert session.inversion.guidance == 1.0 and session.key[2] == 1.0
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 def free_port() -> int:

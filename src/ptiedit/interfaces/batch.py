@@ -215,7 +215,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     check_arguments(args)
     manifest, out = Path(args.manifest), Path(args.out)
     defaults = {name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in DEFAULTS}
-    defaults.update(early_stop=args.early_stop, init_prompt=args.init_prompt, seed=args.seed)
+    # guidance not given stays None: invert() takes the model's (default_guidance: 7.5 SD, 7 SD3, 1 FLUX.1)
+    defaults.update(guidance=args.guidance, early_stop=args.early_stop, init_prompt=args.init_prompt, seed=args.seed)
     etas = parse_etas(args.eta or [str(DEFAULT_ETA)], args.allow_extrapolation)
     jobs = plan_jobs(manifest, read_manifest(manifest), defaults, etas,
                      allow_extrapolation=args.allow_extrapolation, init_from_target=args.init_from_target)

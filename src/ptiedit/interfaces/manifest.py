@@ -46,7 +46,7 @@ class Job:
     path: Path  # resolved against the manifest's folder
     target: str = ""
     etas: list[float] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)  # ROW_SETTINGS values; None: the method's default
+    settings: dict = field(default_factory=dict)  # ROW_SETTINGS values; None: the method's (guidance: the model's)
     error: str | None = None
 
     @property

@@ -153,13 +153,15 @@ def parse_etas(text: str) -> list[float]:
 
 def check_request(prompt, eta, steps, guidance, inner_steps, seed) -> dict:
     """The edit settings as numbers, or a one-line ValueError (API callers can bypass the sliders' limits): the
-    ranges and checks of the command line (options.py)."""
+    ranges and checks of the command line (options.py). guidance None (an API caller's "not given") stays None: the
+    model's own, as on the command line."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("enter a target prompt that describes the edited image")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS})")
     values = {"eta": eta, "steps": steps, "guidance": guidance, "inner_steps": inner_steps, "seed": seed}
-    return {"prompt": prompt, **{name: check_setting(name, value) for name, value in values.items()}}
+    return {"prompt": prompt, **{name: None if name == "guidance" and value is None else check_setting(name, value)
+                                 for name, value in values.items()}}
 
 
 def render_examples(folder: Path, count: int = 4) -> list[list[str]]:
@@ -186,13 +188,16 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
     from tqdm.auto import tqdm
 
     from .. import edit, invert
+    from ..inversion.invert import default_guidance
     from ..models.family import PromptTruncatedWarning, model_family
     from ..images import pixels_sha256
     from ..models.fingerprint import pipeline_fingerprint
     from ..outputs import result_settings, write_png
     from .cli.common import MEMORY_OPTIONS
 
-    size = model_family(pipe).default_size
+    family = model_family(pipe)
+    size = family.default_size
+    model_guidance = default_guidance("pti", family.default_guidance)  # 7.5 SD/SDXL, 7 SD3, 1 FLUX.1 (distilled)
     model_name = getattr(pipe, "ptiedit_model_name", "unknown model")
     embedded = is_embedded(pipe)
     pixelated = "pixelated" if embedded else None
@@ -222,6 +227,8 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
         except ValueError as error:
             raise refuse(error) from None
         session = session or Session(Path(tempfile.mkdtemp(prefix="session-", dir=workdir)))
+        if settings["guidance"] is None:
+            settings["guidance"] = model_guidance
         # The inversion depends on the image, the model, these settings and the seed (a random one is drawn for each
         # new inversion); the prompt and eta only steer editing.
         key = (pixels_sha256(image), settings["steps"], settings["guidance"], settings["inner_steps"],
@@ -303,7 +310,8 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
             with gr.Row():
                 steps = gr.Slider(*RANGES["steps"], value=DEFAULTS["steps"], step=1, label="DDIM steps",
                                   elem_id="steps")
-                guidance = gr.Slider(*RANGES["guidance"], value=DEFAULTS["guidance"], step=0.5, label="guidance scale",
+                guidance = gr.Slider(*RANGES["guidance"], value=model_guidance, step=0.5,
+                                     label=f"guidance scale (this model's default: {model_guidance:g})",
                                      elem_id="guidance")
                 inner_steps = gr.Slider(*RANGES["inner_steps"], value=DEFAULTS["inner_steps"], step=1,
                                         label="prompt-tuning steps per timestep", elem_id="inner-steps")
