@@ -1,6 +1,7 @@
 """The flow-only baselines, RF-Inversion (Rout et al. 2025) and FlowEdit (Kulikov et al. 2024), in ptiedit's one
 harness (invert + edit, the CLI, the bench) on the tiny seeded SD3 and FLUX.1 pipelines of tests/fixtures."""
 import csv
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -12,12 +13,13 @@ from ptiedit.diffusion.ddim import guided_prediction
 from ptiedit.editing.edit import sample_edits
 from ptiedit.evaluation.bench import available_methods, method_specs, runnable
 from ptiedit.interfaces import cli
-from ptiedit.inversion.flowedit import N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
+from ptiedit.inversion.flowedit import (N_MAX, SOURCE_DISTILLED_GUIDANCE, SOURCE_GUIDANCE, TARGET_DISTILLED_GUIDANCE,
+                                       TARGET_GUIDANCE)
 from ptiedit.inversion.rf_inversion import ETA, ETA_START, ETA_STOP, GAMMA, controller_etas
 
 from .conftest import build_tiny_pipeline
 from .test_cli import assert_one_error_line, run, write_image
-from .test_flow import FAMILIES, flow, flow_dir  # noqa: F401  (module fixtures)
+from .test_flow import FAMILIES, flow, flow_dir, tiny_flow  # noqa: F401  (module fixtures)
 
 STEPS = 4
 SOURCE, TARGET = "a red circle", "a blue square"
@@ -41,6 +43,12 @@ def latent(pipe, inversion, target: str, eta: float = 1.0, mode: str = "paper") 
 
 def error(z: torch.Tensor, z0: torch.Tensor) -> float:
     return float((z - z0).square().mean())
+
+
+def same_distilled(pipe) -> dict:
+    """FlowEdit's branches at one distilled guidance, the model's own, on FLUX.1-dev (SD3 has none)."""
+    value = ptiedit.model_family(pipe).distilled_guidance
+    return {} if value is None else {"source_distilled_guidance": value, "target_distilled_guidance": value}
 
 
 @pytest.mark.parametrize("method", ["rf_inversion", "flowedit"])
@@ -95,7 +103,7 @@ def test_flowedit_at_the_source_prompt_and_guidance_returns_the_input_latent(flo
     """V(Z_tar, c) - V(Z_src, c) vanishes: measured largest differences from z0 2e-6 or less."""
     _, pipe = flow
     inversion = ptiedit.invert(pipe, image, method="flowedit", prompt=SOURCE, steps=STEPS, guidance=3.5,
-                               source_guidance=3.5, n_avg=n_avg, progress=False)
+                               source_guidance=3.5, n_avg=n_avg, progress=False, **same_distilled(pipe))
     assert len(inversion.timesteps) == STEPS  # n_max 33 runs all 4 steps
     torch.testing.assert_close(latent(pipe, inversion, SOURCE), z0, rtol=0, atol=1e-5)
     assert error(latent(pipe, inversion, TARGET), z0) > 1e-6  # another prompt moves it
@@ -223,7 +231,7 @@ def test_flowedit_in_the_harness_is_algorithm_1_written_out(flow, image, z0, n_a
     _, pipe = flow
     family = ptiedit.model_family(pipe)
     inversion = ptiedit.invert(pipe, image, method="flowedit", prompt=SOURCE, steps=STEPS, n_max=3, n_avg=n_avg,
-                               progress=False)
+                               progress=False, **same_distilled(pipe))
     schedule = family.schedule(STEPS, (16, 16)).tail(1)
     source, target, null = (family.encode_prompt(p) for p in (SOURCE, TARGET, ""))
     w_src, w_tar = inversion.sampling["source_guidance"], inversion.guidance
@@ -258,3 +266,88 @@ def test_the_reverse_controller_in_the_harness_is_algorithm_2_written_out(flow, 
         eta = ETA if i < 2 else 0.0  # eta_stop 0.5 of 4 steps
         z = z + (sigma_next - sigma) * (v + eta * ((z - y0) / sigma - v))
     torch.testing.assert_close(latent(pipe, inversion, TARGET), z, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------------- FlowEdit on FLUX.1-dev: distilled guidance
+
+@pytest.fixture(scope="module")
+def flux():
+    return tiny_flow("flux")
+
+
+@contextmanager
+def distilled_calls(pipe):
+    """(batch, distilled guidance) of every transformer call inside, as the transformer receives them."""
+    calls = []
+
+    def record(module, args, kwargs):
+        calls.append((len(kwargs["hidden_states"]), *kwargs["guidance"].unique().tolist()))
+    hook = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+def test_flowedit_takes_the_papers_distilled_guidances_on_flux_and_none_on_sd3(flow, image):
+    name, pipe = flow
+    inversion = ptiedit.invert(pipe, image, method="flowedit", steps=STEPS, progress=False)
+    distilled = {key: inversion.sampling[key] for key in ("source_distilled_guidance", "target_distilled_guidance")
+                 if key in inversion.sampling}
+    assert (SOURCE_DISTILLED_GUIDANCE, TARGET_DISTILLED_GUIDANCE) == (1.5, 5.5) and inversion.guidance == (
+        1.0 if name == "flux" else TARGET_GUIDANCE)  # FLUX.1: no CFG
+    assert distilled == ({"source_distilled_guidance": 1.5, "target_distilled_guidance": 5.5} if name == "flux"
+                         else {})
+    if name == "sd3":
+        with pytest.raises(ValueError, match="^source_distilled_guidance and target_distilled_guidance need a "
+                                             "guidance-distilled model .FLUX.1-dev.; this Stable Diffusion 3 model"):
+            ptiedit.invert(pipe, image, method="flowedit", steps=STEPS, target_distilled_guidance=5.5, progress=False)
+    else:
+        with pytest.raises(ValueError, match="^target_distilled_guidance must be between 0 and 50, got 60"):
+            ptiedit.invert(pipe, image, method="flowedit", steps=STEPS, target_distilled_guidance=60, progress=False)
+
+
+def test_flowedit_on_flux_at_equal_distilled_guidances_returns_the_input(flux, image):
+    """At the same prompt, source and target at distilled guidance 1.5 (not the model's 3.5): V_tar - V_src
+    vanishes, the sampler's own step run at the target's as editing's sampler runs it."""
+    family = ptiedit.model_family(flux)
+    inversion = ptiedit.invert(flux, image, method="flowedit", prompt=SOURCE, steps=STEPS, progress=False,
+                               source_distilled_guidance=1.5, target_distilled_guidance=1.5)
+    z0 = inversion.z0
+    with family.distilled_guidance_at(1.5):
+        torch.testing.assert_close(latent(flux, inversion, SOURCE), z0, rtol=0, atol=1e-5)
+    assert family.distilled_guidance == 3.5  # restored
+    apart = ptiedit.invert(flux, image, method="flowedit", prompt=SOURCE, steps=STEPS, progress=False)
+    with family.distilled_guidance_at(TARGET_DISTILLED_GUIDANCE):
+        assert error(latent(flux, apart, SOURCE), z0) > 1e-6  # 1.5 against 5.5 moves it
+
+
+def test_flowedit_on_flux_runs_the_source_at_1_5_and_its_further_targets_at_5_5(flux, image):
+    """n_avg 2: per step the rule's batch of the 2 source velocities receives 1.5 and its further target velocity
+    5.5 (the sampler's own target step: the next test)."""
+    inversion = ptiedit.invert(flux, image, method="flowedit", prompt=SOURCE, steps=STEPS, n_avg=2, progress=False)
+    with distilled_calls(flux) as calls:
+        latent(flux, inversion, TARGET)
+    assert calls[1::3] == [(2, 1.5)] * STEPS and calls[2::3] == [(1, 5.5)] * STEPS, calls
+
+
+@pytest.mark.xfail(strict=True, reason="editing/edit.py must sample under family.distilled_guidance_at("
+                   "inversion.distilled_guidance), batch_key keyed on it (issue 25)")
+def test_flowedit_on_flux_samples_its_target_steps_at_5_5(flux, image):
+    inversion = ptiedit.invert(flux, image, method="flowedit", prompt=SOURCE, steps=STEPS, progress=False)
+    with distilled_calls(flux) as calls:
+        latent(flux, inversion, TARGET)
+    assert calls == [(1, 5.5), (1, 1.5)] * STEPS, calls
+
+
+def test_cli_flowedit_on_flux_takes_the_distilled_guidance_knobs(capsys, tmp_path, flow, flow_dir):
+    name, _ = flow
+    source, inv = write_image(tmp_path / "input.png"), tmp_path / "inv.safetensors"
+    code, _, err = run(capsys, "invert", source, "-o", inv, "--model", flow_dir, "--method", "flowedit", "--steps",
+                       "3", "--source-distilled-guidance", "2", "--target-distilled-guidance", "4", "--quiet")
+    if name == "sd3":
+        assert_one_error_line(code, err, "need a guidance-distilled model (FLUX.1-dev)")
+        return
+    assert code == 0, err
+    sampling = ptiedit.Inversion.load(inv).sampling
+    assert (sampling["source_distilled_guidance"], sampling["target_distilled_guidance"]) == (2.0, 4.0)

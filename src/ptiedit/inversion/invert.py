@@ -113,8 +113,9 @@ def invert(pipe, image: Image.Image | Sequence[Image.Image], *, method: str = "p
     it); for the baselines the source caption. guidance: the CFG scale, by default the family's (7.5 on SD/SDXL,
     7.0 on SD3, 1 on FLUX.1, whose distilled guidance is a family setting: models/families/flow.py). options go to
     the method (PTI, null_text: inner_steps, lr, early_stop; sdedit: strength, seed; on flow models only,
-    rf_inversion: gamma, eta_rf, eta_start, eta_stop, seed and flowedit: source_guidance, n_max, seed, whose
-    guidance defaults to FlowEdit's published 13.5 on SD3). A list is inverted in
+    rf_inversion: gamma, eta_rf, eta_start, eta_stop, seed and flowedit: source_guidance, n_max, n_avg, seed,
+    whose guidance defaults to FlowEdit's published 13.5 on SD3, and on FLUX.1-dev source_distilled_guidance and
+    target_distilled_guidance, the paper's 1.5 and 5.5 by default). A list is inverted in
     denoiser batches of up to max_batch images of one size, each size with its own schedule (FLUX shifts by
     resolution); every image keeps its own conditioning and early stopping, so the results equal one-by-one runs
     up to the denoiser's rounding at another batch size. SDEdit's noise comes from

@@ -82,6 +82,12 @@ class Inversion:
     def guidance(self) -> float:
         return float(self.settings["guidance"])
 
+    @property
+    def distilled_guidance(self) -> float | None:
+        """The distilled guidance input editing's sampler runs at (FlowEdit's target one on FLUX.1-dev; None: the
+        model's own)."""
+        return self.sampling.get("target_distilled_guidance")
+
     def check_compatible(self, fingerprint: dict, allow_changed_weights: bool = False) -> None:
         """Refuse to edit with a pipeline other than the one this inversion was made with (models/fingerprint.py);
         allow_changed_weights accepts other weights of the same family and schedule (a LoRA applied since)."""

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from ...devices import DEVICES
 from ...editing.edit import DEFAULT_MODE, MODES
 from ...images import MAX_PIXELS
-from ...inversion.flowedit import N_AVG, N_MAX, SOURCE_GUIDANCE, TARGET_GUIDANCE
+from ...inversion.flowedit import (N_AVG, N_MAX, SOURCE_DISTILLED_GUIDANCE, SOURCE_GUIDANCE, TARGET_DISTILLED_GUIDANCE,
+                                   TARGET_GUIDANCE)
 from ...inversion.invert import METHODS, default_guidance, invert
 from ...inversion.rf_inversion import ETA, ETA_START, ETA_STOP, GAMMA
 from ...inversion.result import Inversion
@@ -25,7 +26,8 @@ from ..options import DEFAULTS as SETTING_DEFAULTS
 from ..options import INVERSION_SETTINGS, RANGES, check_setting
 
 DEFAULTS = {name: SETTING_DEFAULTS[name] for name in INVERSION_SETTINGS}
-FLOW_OPTIONS = ("gamma", "eta_rf", "eta_start", "eta_stop", "n_max", "n_avg", "source_guidance")  # add_flow_options
+FLOW_OPTIONS = ("gamma", "eta_rf", "eta_start", "eta_stop", "n_max", "n_avg", "source_guidance",
+                "source_distilled_guidance", "target_distilled_guidance")  # add_flow_options
 
 IMAGES_HELP = f"""\
 images: any file Pillow reads (PNG, JPEG, WebP, ...; RGBA, greyscale, palette, 16-bit), turned upright by its
@@ -218,7 +220,11 @@ def add_flow_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-avg", type=int, help=f"FlowEdit: noises averaged per step (default {N_AVG})")
     group.add_argument("--source-guidance", type=float, help=f"FlowEdit: the source branch's CFG scale (default "
                        f"{SOURCE_GUIDANCE} where --guidance, the target's, is real CFG: {TARGET_GUIDANCE} on SD3; "
-                       "the same 1 on FLUX.1)")
+                       "the same 1 on FLUX.1, whose guidance is the distilled input below)")
+    group.add_argument("--source-distilled-guidance", type=float, help="FlowEdit on FLUX.1-dev: the source branch's "
+                       f"distilled guidance input (default {SOURCE_DISTILLED_GUIDANCE}, the paper's)")
+    group.add_argument("--target-distilled-guidance", type=float, help="FlowEdit on FLUX.1-dev: the target branch's "
+                       f"distilled guidance input (default {TARGET_DISTILLED_GUIDANCE}, the paper's)")
 
 
 def add_inversion_options(parser: argparse.ArgumentParser, with_target: bool) -> None:

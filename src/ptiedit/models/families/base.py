@@ -9,6 +9,7 @@ baselines, P2P, save/load, the bench) sees only `family.predict(z, t, cond) -> P
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ class Family:
     load_options: dict = {}
     default_guidance = 7.5  # invert()'s guidance when none is given
     attention_editing = True  # editing/p2p.py's processors fit the denoiser's attention layers (UNets)
+    distilled_guidance: float | None = None  # a guidance-distilled denoiser's guidance input (FLUX.1-dev); else None
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -116,6 +118,21 @@ class Family:
 
     def predict(self, z: torch.Tensor, t, cond: Conditioning) -> Prediction:
         raise NotImplementedError
+
+    @contextmanager
+    def distilled_guidance_at(self, value: float | None):
+        """Inside, the denoiser runs at distilled guidance input `value` (None: at the model's own); a model
+        without that input (SD, SDXL, SD3, FLUX.1-schnell) refuses a value in one line."""
+        if value is None:
+            yield
+            return
+        if self.distilled_guidance is None:
+            raise ValueError(f"this {self.label} model has no distilled guidance input (FLUX.1-dev has one)")
+        kept, self.distilled_guidance = self.distilled_guidance, float(value)
+        try:
+            yield
+        finally:
+            self.distilled_guidance = kept
 
     # Images ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
