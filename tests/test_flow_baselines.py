@@ -331,8 +331,6 @@ def test_flowedit_on_flux_runs_the_source_at_1_5_and_its_further_targets_at_5_5(
     assert calls[1::3] == [(2, 1.5)] * STEPS and calls[2::3] == [(1, 5.5)] * STEPS, calls
 
 
-@pytest.mark.xfail(strict=True, reason="editing/edit.py must sample under family.distilled_guidance_at("
-                   "inversion.distilled_guidance), batch_key keyed on it (issue 25)")
 def test_flowedit_on_flux_samples_its_target_steps_at_5_5(flux, image):
     inversion = ptiedit.invert(flux, image, method="flowedit", prompt=SOURCE, steps=STEPS, progress=False)
     with distilled_calls(flux) as calls:

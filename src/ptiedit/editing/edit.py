@@ -42,9 +42,10 @@ def chunks(items: list, size: int | None) -> list[list]:
 
 
 def batch_key(inversion: Inversion) -> tuple:
-    """Jobs sample together when they share latent shape, timesteps, guidance and conditioning layout."""
+    """Jobs sample together when they share latent shape, timesteps, guidance (CFG and distilled) and conditioning
+    layout."""
     return (tuple(inversion.z_T.shape), tuple(inversion.timesteps.tolist()), inversion.guidance,
-            inversion.cond.per_step, inversion.uncond.per_step)
+            inversion.distilled_guidance, inversion.cond.per_step, inversion.uncond.per_step)
 
 
 @dataclass
@@ -110,13 +111,14 @@ def sample_edits(pipe, jobs: list[Job], *, progress: Progress = True, mode: str 
                     inversion, target, _ = jobs[members_of_one[0]]
                     rows += [None, *members_of_one]
                     picked += [(inversion, target, 0.0), *(jobs[j] for j in members_of_one)]  # eta 0: its own c_t
-            latents, masks = sample_chunk(pipe, picked, targets, device,
-                                          [j is None for j in rows] if branched else None,
-                                          [None if j is None else configs[j] for j in rows],
-                                          None if replay else faithful, progress,
-                                          None if callback is None else step_callback(
-                                              callback, picked[0][0].timesteps,
-                                              [b for b, j in enumerate(rows) if j is not None]))
+            with family.distilled_guidance_at(picked[0][0].distilled_guidance):  # FlowEdit's target on FLUX.1-dev
+                latents, masks = sample_chunk(pipe, picked, targets, device,
+                                              [j is None for j in rows] if branched else None,
+                                              [None if j is None else configs[j] for j in rows],
+                                              None if replay else faithful, progress,
+                                              None if callback is None else step_callback(
+                                                  callback, picked[0][0].timesteps,
+                                                  [b for b, j in enumerate(rows) if j is not None]))
             paste = masks is not None and faithful.composite_border is not None
             for b, j in enumerate(rows):
                 if j is None:
