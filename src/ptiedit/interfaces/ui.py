@@ -188,7 +188,6 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
     from tqdm.auto import tqdm
 
     from .. import edit, invert
-    from ..inversion.invert import default_guidance
     from ..models.family import PromptTruncatedWarning, model_family
     from ..images import pixels_sha256
     from ..models.fingerprint import pipeline_fingerprint
@@ -197,7 +196,7 @@ def build_app(pipe, workdir: Path, memory: dict | None = None, max_batch: int | 
 
     family = model_family(pipe)
     size = family.default_size
-    model_guidance = default_guidance("pti", family.default_guidance)  # 7.5 SD/SDXL, 7 SD3, 1 FLUX.1 (distilled)
+    model_guidance = family.default_guidance  # PTI's: 7.5 SD/SDXL, 7 SD3, 1 FLUX.1 (distilled)
     model_name = getattr(pipe, "ptiedit_model_name", "unknown model")
     embedded = is_embedded(pipe)
     pixelated = "pixelated" if embedded else None
